@@ -1,0 +1,544 @@
+//! Events: what the gateway streams to clients over SSE (DESIGN §3).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClientId, ConnectionId, EdgeId, ExecutionId, FlowId, NodeId, OpId};
+use crate::model::{Actor, Data, Edge, Node};
+use crate::ops::{FieldPath, Op};
+
+/// One event as it travels on the bus and in an SSE `data:` line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// The event's type and type-specific data: `"type"` and `"data"` on the wire.
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// The flow the event belongs to.
+    pub flow_id: FlowId,
+    /// The flow's delivery sequence; absent on unsequenced events (`READY`, `RESYNC`,
+    /// `PRESENCE`), which are not kept in history and carry no SSE `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// When the event was made.
+    pub ts: DateTime<Utc>,
+    /// Who caused it.
+    pub actor: Actor,
+}
+
+impl Event {
+    /// The SSE `event:` name, e.g. `SYNC_CANVAS`.
+    pub fn type_name(&self) -> &'static str {
+        self.body.type_name()
+    }
+}
+
+/// The type-specific part of an [`Event`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum EventBody {
+    /// First event of every stream.
+    #[serde(rename = "READY")]
+    Ready(Ready),
+    /// Ops were applied.
+    #[serde(rename = "SYNC_CANVAS")]
+    SyncCanvas(SyncCanvas),
+    /// An op was refused.
+    #[serde(rename = "CONFLICT")]
+    Conflict(Conflict),
+    /// An execution or one of its nodes changed status.
+    #[serde(rename = "EXECUTION_UPDATE")]
+    ExecutionUpdate(ExecutionUpdate),
+    /// A chunk of a node's streamed output.
+    #[serde(rename = "LOG_STREAM")]
+    LogStream(LogStream),
+    /// Someone joined, left or moved their cursor.
+    #[serde(rename = "PRESENCE")]
+    Presence(Presence),
+    /// The client must reload the flow and go on.
+    #[serde(rename = "RESYNC")]
+    Resync(Resync),
+    /// The flow was deleted.
+    #[serde(rename = "FLOW_DELETED")]
+    FlowDeleted(FlowDeleted),
+}
+
+impl EventBody {
+    /// Every event type, as spelled on the wire.
+    pub const TYPES: &'static [&'static str] = &[
+        "READY",
+        "SYNC_CANVAS",
+        "CONFLICT",
+        "EXECUTION_UPDATE",
+        "LOG_STREAM",
+        "PRESENCE",
+        "RESYNC",
+        "FLOW_DELETED",
+    ];
+
+    /// The SSE `event:` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Ready(_) => "READY",
+            Self::SyncCanvas(_) => "SYNC_CANVAS",
+            Self::Conflict(_) => "CONFLICT",
+            Self::ExecutionUpdate(_) => "EXECUTION_UPDATE",
+            Self::LogStream(_) => "LOG_STREAM",
+            Self::Presence(_) => "PRESENCE",
+            Self::Resync(_) => "RESYNC",
+            Self::FlowDeleted(_) => "FLOW_DELETED",
+        }
+    }
+
+    /// Whether the bus gives this event a `seq` and keeps it in history. Presence is
+    /// ephemeral (cursor moves would flush history), READY and RESYNC are per connection.
+    pub fn is_sequenced(&self) -> bool {
+        !matches!(self, Self::Ready(_) | Self::Resync(_) | Self::Presence(_))
+    }
+}
+
+/// `READY`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Ready {
+    /// This stream's connection.
+    pub connection_id: ConnectionId,
+    /// The epoch the flow's `seq` counts in.
+    pub epoch: Epoch,
+    /// The flow's head `seq` when the stream started.
+    pub seq: u64,
+    /// Whether the stream resumed from `Last-Event-ID` without a gap.
+    pub resumed: bool,
+    /// The flow's version when the stream started.
+    pub version: u64,
+}
+
+/// `SYNC_CANVAS`: ops applied, in version order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncCanvas {
+    /// The flow version before these ops; a client applies the event only at this version.
+    pub prev_version: u64,
+    /// The flow version after them.
+    pub version: u64,
+    /// The client that sent them.
+    pub client_id: ClientId,
+    /// The applied ops.
+    pub ops: Vec<AppliedOp>,
+}
+
+/// One applied op in a `SYNC_CANVAS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AppliedOp {
+    /// The client's op id.
+    pub op_id: OpId,
+    /// The op's type, e.g. `node.move`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The flow version this op produced.
+    pub version: u64,
+    /// Its effect, as upserts and deletes a client applies without domain logic.
+    pub changes: Vec<Change>,
+}
+
+/// The effect of an op on one entity, in its full new state (or a text splice).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind")]
+pub enum Change {
+    /// A node was added or changed; here is its new state.
+    #[serde(rename = "node.upsert")]
+    NodeUpsert {
+        /// The node's new state.
+        node: Node,
+    },
+    /// A node was deleted.
+    #[serde(rename = "node.delete")]
+    NodeDelete {
+        /// The deleted node.
+        id: NodeId,
+    },
+    /// An edge was added or changed.
+    #[serde(rename = "edge.upsert")]
+    EdgeUpsert {
+        /// The edge's new state.
+        edge: Edge,
+    },
+    /// An edge was deleted.
+    #[serde(rename = "edge.delete")]
+    EdgeDelete {
+        /// The deleted edge.
+        id: EdgeId,
+    },
+    /// The flow's name or meta changed; here are both in their new state.
+    #[serde(rename = "flow.update")]
+    FlowUpdate {
+        /// The flow's name.
+        name: String,
+        /// The flow's meta.
+        meta: Data,
+    },
+    /// A string field of a node was spliced.
+    #[serde(rename = "node.splice")]
+    NodeSplice {
+        /// The node.
+        id: NodeId,
+        /// The string field (JSON pointer into `data`).
+        path: FieldPath,
+        /// Offset in UTF-16 code units.
+        at: u64,
+        /// How many UTF-16 code units were removed at `at`.
+        delete: u64,
+        /// What was inserted at `at`.
+        insert: String,
+        /// The node's new version.
+        version: u64,
+    },
+}
+
+/// Why an op was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictReason {
+    /// `If-Match` or `base_version` is older than the target's last change.
+    VersionMismatch,
+    /// The target does not exist.
+    NotFound,
+    /// The id is taken.
+    Duplicate,
+    /// Bad shape or over a limit.
+    Invalid,
+    /// The entities of the op to undo changed since.
+    UndoConflict,
+    /// An earlier op of the same request was refused.
+    Skipped,
+}
+
+impl ConflictReason {
+    /// The reason as spelled on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VersionMismatch => "version_mismatch",
+            Self::NotFound => "not_found",
+            Self::Duplicate => "duplicate",
+            Self::Invalid => "invalid",
+            Self::UndoConflict => "undo_conflict",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for ConflictReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `CONFLICT`: an op was refused and applied nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Conflict {
+    /// The refused op.
+    pub op_id: OpId,
+    /// The client that sent it.
+    pub client_id: ClientId,
+    /// Why.
+    pub reason: ConflictReason,
+    /// A sentence naming the entity.
+    pub message: String,
+    /// The flow's version when the op was refused.
+    pub current_version: u64,
+    /// The entity in the way, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<EntityRef>,
+}
+
+/// What kind of entity an [`EntityRef`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    /// A node.
+    Node,
+    /// An edge.
+    Edge,
+    /// The flow itself.
+    Flow,
+}
+
+/// The entity a conflict is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EntityRef {
+    /// Node, edge or flow.
+    pub kind: EntityKind,
+    /// Its id.
+    pub id: String,
+    /// Its current version, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// Status of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// Waiting for a runner.
+    Queued,
+    /// A runner is executing it.
+    Running,
+    /// Every node ran (or was skipped) without error.
+    Succeeded,
+    /// A node failed.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+}
+
+/// Status of a node within an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Not started yet.
+    Pending,
+    /// Running now.
+    Running,
+    /// Produced its output.
+    Succeeded,
+    /// Failed with an error.
+    Failed,
+    /// Not run: canvas-only, or an upstream node failed.
+    Skipped,
+    /// Stopped by a cancel.
+    Cancelled,
+}
+
+/// `EXECUTION_UPDATE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecutionUpdate {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The execution's new status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ExecutionStatus>,
+    /// The node this update is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<NodeId>,
+    /// The node's new status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_status: Option<NodeStatus>,
+    /// Progress in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// The node's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `LOG_STREAM`: a chunk of a node's streamed output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogStream {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The node producing output.
+    pub node_id: NodeId,
+    /// 0, 1, 2… per node: the chunk's place in the node's output.
+    pub index: u64,
+    /// The text.
+    pub chunk: String,
+    /// Whether this is the node's last chunk.
+    pub done: bool,
+}
+
+/// What a `PRESENCE` event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceAction {
+    /// A connection opened.
+    Join,
+    /// A connection closed.
+    Leave,
+    /// A connection's state (cursor, selection) changed.
+    Update,
+}
+
+/// `PRESENCE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Presence {
+    /// Join, leave or update.
+    pub action: PresenceAction,
+    /// The connection.
+    pub connection_id: ConnectionId,
+    /// Who is behind it.
+    pub actor: Actor,
+    /// Ephemeral state: cursor, selection…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
+}
+
+/// `RESYNC`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resync {
+    /// Why the stream could not be resumed.
+    pub reason: String,
+}
+
+/// `FLOW_DELETED`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FlowDeleted {}
+
+/// One entry of `GET /v1/flows/{id}/history`: an applied op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryEntry {
+    /// The flow version this op produced.
+    pub version: u64,
+    /// The client's op id.
+    pub op_id: OpId,
+    /// Who sent it.
+    pub actor: Actor,
+    /// When it was applied.
+    pub ts: DateTime<Utc>,
+    /// The op as sent.
+    pub op: Op,
+    /// Its effect.
+    pub changes: Vec<Change>,
+}
+
+/// Names one history of a flow's `seq`: a new epoch begins when the bus lost the flow's
+/// history. Letters and digits only, so `<epoch>-<seq>` splits unambiguously.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Epoch(String);
+
+impl Epoch {
+    /// Longest accepted epoch.
+    pub const MAX_LEN: usize = 32;
+
+    /// Validates an epoch: 1–32 ASCII letters or digits.
+    pub fn parse(s: impl Into<String>) -> Result<Self, EventIdError> {
+        let s = s.into();
+        if s.is_empty() || s.len() > Self::MAX_LEN || !s.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(EventIdError::BadEpoch);
+        }
+        Ok(Self(s))
+    }
+
+    /// The epoch as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Epoch {
+    type Error = EventIdError;
+    fn try_from(s: String) -> Result<Self, EventIdError> {
+        Self::parse(s)
+    }
+}
+
+impl From<Epoch> for String {
+    fn from(e: Epoch) -> String {
+        e.0
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Epoch({:?})", self.0)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JsonSchema for Epoch {
+    fn schema_name() -> Cow<'static, str> {
+        "Epoch".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "pattern": "^[A-Za-z0-9]{1,32}$"})
+    }
+}
+
+/// Why a `Last-Event-ID` is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EventIdError {
+    /// Not of the form `<epoch>-<seq>`.
+    #[error("expected <epoch>-<seq>")]
+    Shape,
+    /// The epoch part is not 1–32 letters or digits.
+    #[error("the epoch must be 1 to 32 letters or digits")]
+    BadEpoch,
+    /// The seq part is not a decimal integer.
+    #[error("the seq must be a decimal integer")]
+    BadSeq,
+}
+
+/// A position in a flow's event history: the SSE `id`, `<epoch>-<seq>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId {
+    /// The history the position belongs to.
+    pub epoch: Epoch,
+    /// The last event seen.
+    pub seq: u64,
+}
+
+impl FromStr for EventId {
+    type Err = EventIdError;
+
+    fn from_str(s: &str) -> Result<Self, EventIdError> {
+        if s.len() > Epoch::MAX_LEN + 21 {
+            return Err(EventIdError::Shape);
+        }
+        let (epoch, seq) = s.split_once('-').ok_or(EventIdError::Shape)?;
+        let epoch = Epoch::parse(epoch)?;
+        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(EventIdError::BadSeq);
+        }
+        let seq = seq.parse().map_err(|_| EventIdError::BadSeq)?;
+        Ok(Self { epoch, seq })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_id_round_trips() {
+        let id: EventId = "k3x9-42".parse().unwrap();
+        assert_eq!(id.epoch.as_str(), "k3x9");
+        assert_eq!(id.seq, 42);
+        assert_eq!(id.to_string(), "k3x9-42");
+    }
+
+    #[test]
+    fn event_id_rejects_bad_values() {
+        for (bad, why) in [
+            ("", EventIdError::Shape),
+            ("42", EventIdError::Shape),
+            ("-42", EventIdError::BadEpoch),
+            ("a-b-1", EventIdError::BadSeq),
+            ("ep-", EventIdError::BadSeq),
+            ("ep-+1", EventIdError::BadSeq),
+            ("ep--1", EventIdError::BadSeq),
+            ("ep-99999999999999999999", EventIdError::BadSeq),
+            ("é-1", EventIdError::BadEpoch),
+        ] {
+            assert_eq!(bad.parse::<EventId>(), Err(why), "{bad:?}");
+        }
+        assert_eq!("x".repeat(100).parse::<EventId>(), Err(EventIdError::Shape));
+    }
+}

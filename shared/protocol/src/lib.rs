@@ -1,0 +1,28 @@
+//! flowsync wire protocol, v1: every type that crosses a process boundary (DESIGN §3).
+//!
+//! # Layout
+//! - [`ids`]: identifier newtypes, valid by construction.
+//! - [`model`]: the canvas — flows, nodes, edges — and actors.
+//! - [`ops`]: what clients send to change a canvas, parsed with field paths in errors.
+//! - [`events`]: what the gateway streams: the envelope, each event's data, `Change`.
+//! - [`error`]: the HTTP error body and the request parse error.
+//! - [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
+
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod model;
+pub mod ops;
+pub mod schema;
+
+pub use error::{ErrorBody, ErrorDetail, ParseError};
+pub use events::{
+    AppliedOp, Change, Conflict, ConflictReason, EntityKind, EntityRef, Epoch, Event, EventBody,
+    EventId, EventIdError, ExecutionStatus, ExecutionUpdate, FlowDeleted, HistoryEntry, LogStream,
+    NodeStatus, Presence, PresenceAction, Ready, Resync, SyncCanvas,
+};
+pub use ids::{
+    ActorId, ClientId, ConnectionId, EdgeId, ExecutionId, FlowId, IdError, NodeId, OpId,
+};
+pub use model::{Actor, ActorKind, Data, Edge, Flow, Node, Position, Size};
+pub use ops::{FieldPath, NewEdge, NewNode, Op, OpKind, OpsRequest, TextTarget};

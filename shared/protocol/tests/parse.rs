@@ -1,0 +1,232 @@
+//! Request parsing: every op type round-trips, and every error names the field path.
+
+use flowsync_protocol::ops::{NodeMove, TextReplace};
+use flowsync_protocol::*;
+use serde_json::{Value, json};
+
+fn parse(body: &Value) -> Result<OpsRequest, ParseError> {
+    OpsRequest::from_slice(body.to_string().as_bytes())
+}
+
+fn err(body: &Value) -> String {
+    parse(body).unwrap_err().to_string()
+}
+
+/// One valid op of every type.
+fn every_op() -> Vec<Value> {
+    vec![
+        json!({"op_id":"o1","type":"node.add","node":{"id":"n1","type":"llm","position":{"x":1.0,"y":2.5},"data":{"prompt":"hi"}}}),
+        json!({"op_id":"o2","type":"node.add","base_version":3,"node":{"type":"note","position":{"x":0.0,"y":0.0},"size":{"w":10.0,"h":5.0},"data":{}}}),
+        json!({"op_id":"o3","type":"node.update","id":"n1","patch":{"prompt":null,"k":[1,2]},"type2":null}),
+        json!({"op_id":"o4","type":"node.move","id":"n1","position":{"x":3.0,"y":4.0}}),
+        json!({"op_id":"o5","type":"node.resize","id":"n1","size":{"w":3.0,"h":4.0}}),
+        json!({"op_id":"o6","type":"node.delete","id":"n1"}),
+        json!({"op_id":"o7","type":"edge.add","edge":{"source":"a","target":"b","source_handle":"out","data":{}}}),
+        json!({"op_id":"o8","type":"edge.update","id":"e1","patch":{"label":"x"}}),
+        json!({"op_id":"o9","type":"edge.delete","id":"e1"}),
+        json!({"op_id":"o10","type":"flow.update","name":"New","meta_patch":{"tags":["a"]}}),
+        json!({"op_id":"o11","type":"text.append","id":"n1","path":"/body","text":"tok"}),
+        json!({"op_id":"o12","type":"text.insert","id":"n1","path":"/body","at":3,"text":"x"}),
+        json!({"op_id":"o13","type":"text.delete","id":"n1","path":"/a~1b/0","at":1,"len":2}),
+        json!({"op_id":"o14","type":"text.replace","id":"n1","path":"/body","target":{"range":[1,2]},"text":"y"}),
+        json!({"op_id":"o15","type":"text.replace","id":"n1","path":"/body","target":{"regex":"a+","all":true},"text":"y"}),
+        json!({"op_id":"o16","type":"text.replace","id":"n1","path":"/body","target":{"heading":"Plan"},"text":"y"}),
+        json!({"op_id":"o17","type":"undo","version":4}),
+        json!({"op_id":"o18","type":"undo"}),
+        json!({"op_id":"o19","type":"redo"}),
+    ]
+}
+
+#[test]
+fn every_op_type_parses_and_round_trips() {
+    let mut ops = every_op();
+    // o3 carries an unknown field on purpose; drop it for the valid set.
+    ops[2].as_object_mut().unwrap().remove("type2");
+    let req = parse(&json!({"client_id":"tab-1","ops":ops})).unwrap();
+    assert_eq!(req.ops.len(), 19);
+    let covered: std::collections::BTreeSet<_> = req.ops.iter().map(|op| op.type_name()).collect();
+    assert_eq!(
+        covered.len(),
+        OpKind::TYPES.len(),
+        "every op type is exercised"
+    );
+    for (op, sent) in req.ops.iter().zip(&ops) {
+        let back = serde_json::to_value(op).unwrap();
+        assert_eq!(&back, sent, "round trip of {}", op.type_name());
+        let again: Op = serde_json::from_value(back).unwrap();
+        assert_eq!(&again, op);
+    }
+    assert_eq!(req.ops[1].base_version, Some(3));
+    assert!(matches!(
+        &req.ops[3].kind,
+        OpKind::NodeMove(NodeMove { position: Position { x, y }, .. }) if *x == 3.0 && *y == 4.0
+    ));
+    assert!(matches!(
+        &req.ops[14].kind,
+        OpKind::TextReplace(TextReplace {
+            target: TextTarget::Regex { all: true, .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn errors_name_the_field_path() {
+    let cases = [
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"node.teleport","id":"n"}]}),
+            "ops[0].type: unknown op type \"node.teleport\"",
+        ),
+        (
+            json!({"client_id":"c","ops":[every_op()[2].clone()]}),
+            "ops[0].type2: unknown field `type2`",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"node.move","id":"n","position":{"x":"1","y":2}}]}),
+            "ops[0].position.x: invalid type: string \"1\", expected f64",
+        ),
+        (
+            json!({"client_id":"c","ops":[every_op()[3].clone(), {"op_id":"b","type":"node.add","node":{"type":"t","position":{"x":1,"y":2},"colour":1}}]}),
+            "ops[1].node.colour: unknown field `colour`",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"node.delete"}]}),
+            "ops[0]: missing field `id`",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"type":"node.delete","id":"n"}]}),
+            "ops[0].op_id: missing field",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a b","type":"node.delete","id":"n"}]}),
+            "ops[0].op_id: contains ' '",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"node.delete","id":"n/1"}]}),
+            "ops[0].id: contains '/'",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"node.delete","id":"n","base_version":-1}]}),
+            "ops[0].base_version: invalid value: integer `-1`",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":7}]}),
+            "ops[0].type: expected a string",
+        ),
+        (
+            json!({"client_id":"c","ops":[[1]]}),
+            "ops[0]: expected an object, found an array",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"text.append","id":"n","path":"body","text":"x"}]}),
+            "ops[0].path: a JSON pointer",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"text.replace","id":"n","path":"/b","text":"x","target":{"range":[1,2],"heading":"h"}}]}),
+            "ops[0].target: expected exactly one of",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"text.replace","id":"n","path":"/b","text":"x","target":{"range":[1,2],"all":true}}]}),
+            "ops[0].target: `all` goes only with `regex`",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"redo","version":1}]}),
+            "ops[0].version: unknown field `version`",
+        ),
+        (
+            json!({"client_id":"c","ops":[{"op_id":"a","type":"redo"},{"op_id":"a","type":"redo"}]}),
+            "ops[1].op_id: op_id a is repeated",
+        ),
+        (json!({"client_id":"c","ops":{}}), "ops: expected an array"),
+        (json!({"ops":[]}), "client_id: missing field"),
+        (
+            json!({"client_id":"c","ops":[],"extra":1}),
+            "extra: unknown field",
+        ),
+        (json!([]), "expected an object, found an array"),
+    ];
+    for (body, want) in cases {
+        let got = err(&body);
+        assert!(
+            got.starts_with(want),
+            "body {body}\n got: {got}\nwant: {want}…"
+        );
+    }
+}
+
+#[test]
+fn malformed_and_deeply_nested_json_is_refused() {
+    let e = OpsRequest::from_slice(b"{\"client_id\": ").unwrap_err();
+    assert!(e.message.starts_with("malformed JSON"), "{e}");
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let e = OpsRequest::from_slice(deep.as_bytes()).unwrap_err();
+    assert!(e.message.contains("recursion limit"), "{e}");
+}
+
+#[test]
+fn events_have_the_documented_shape() {
+    let event = Event {
+        body: EventBody::SyncCanvas(SyncCanvas {
+            prev_version: 4,
+            version: 5,
+            client_id: ClientId::parse("tab-1").unwrap(),
+            ops: vec![AppliedOp {
+                op_id: OpId::parse("o1").unwrap(),
+                kind: "node.delete".into(),
+                version: 5,
+                changes: vec![Change::NodeDelete {
+                    id: NodeId::parse("n1").unwrap(),
+                }],
+            }],
+        }),
+        flow_id: FlowId::parse("f1").unwrap(),
+        seq: Some(9),
+        ts: "2026-01-02T03:04:05Z".parse().unwrap(),
+        actor: Actor {
+            id: ActorId::parse("u1").unwrap(),
+            kind: ActorKind::Agent,
+            name: "Bot".into(),
+        },
+    };
+    let v = serde_json::to_value(&event).unwrap();
+    assert_eq!(
+        v,
+        json!({
+            "type": "SYNC_CANVAS", "flow_id": "f1", "seq": 9, "ts": "2026-01-02T03:04:05Z",
+            "actor": {"id": "u1", "kind": "agent", "name": "Bot"},
+            "data": {"prev_version": 4, "version": 5, "client_id": "tab-1",
+                     "ops": [{"op_id": "o1", "type": "node.delete", "version": 5,
+                              "changes": [{"kind": "node.delete", "id": "n1"}]}]}
+        })
+    );
+    let back: Event = serde_json::from_value(v).unwrap();
+    assert_eq!(back, event);
+
+    let deleted = Event {
+        body: EventBody::FlowDeleted(FlowDeleted {}),
+        seq: None,
+        ..event
+    };
+    let v = serde_json::to_value(&deleted).unwrap();
+    assert_eq!(v["data"], json!({}));
+    assert!(v.get("seq").is_none());
+    assert_eq!(EventBody::TYPES.len(), 8);
+}
+
+#[test]
+fn error_body_has_the_documented_shape() {
+    let v = serde_json::to_value(ErrorBody::new("not_found", "no flow f1")).unwrap();
+    assert_eq!(
+        v,
+        json!({"error": {"code": "not_found", "message": "no flow f1", "details": {}}})
+    );
+}
+
+#[test]
+fn field_path_tokens_unescape() {
+    let p = FieldPath::parse("/a~1b/c~0d/0").unwrap();
+    assert_eq!(p.tokens().collect::<Vec<_>>(), ["a/b", "c~d", "0"]);
+    assert!(FieldPath::parse("/a~2").is_err());
+    assert!(FieldPath::parse("/a~").is_err());
+    assert!(FieldPath::parse("").is_err());
+}
