@@ -5,11 +5,13 @@
 //! - [`model`]: the canvas — flows, nodes, edges — and actors.
 //! - [`ops`]: what clients send to change a canvas, parsed with field paths in errors.
 //! - [`events`]: what the gateway streams: the envelope, each event's data, `Change`.
+//! - [`execution`]: executions and per-node runs.
 //! - [`error`]: the HTTP error body and the request parse error.
 //! - [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
 
 pub mod error;
 pub mod events;
+pub mod execution;
 pub mod ids;
 pub mod model;
 pub mod ops;
@@ -21,6 +23,7 @@ pub use events::{
     EventId, EventIdError, ExecutionStatus, ExecutionUpdate, FlowDeleted, HistoryEntry, LogStream,
     NodeStatus, Presence, PresenceAction, Ready, Resync, SyncCanvas,
 };
+pub use execution::{Execution, NodeRun};
 pub use ids::{
     ActorId, ClientId, ConnectionId, EdgeId, ExecutionId, FlowId, IdError, NodeId, OpId,
 };

@@ -3,7 +3,7 @@
 
 use schemars::{JsonSchema, generate::SchemaSettings};
 
-use crate::{ErrorBody, Event, Flow, HistoryEntry, OpsRequest};
+use crate::{ErrorBody, Event, Execution, Flow, HistoryEntry, OpsRequest};
 
 /// Every published schema: file name (under `schemas/`) and its JSON text.
 pub fn all() -> Vec<(&'static str, String)> {
@@ -12,6 +12,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("event.schema.json", render::<Event>()),
         ("flow.schema.json", render::<Flow>()),
         ("history-entry.schema.json", render::<HistoryEntry>()),
+        ("execution.schema.json", render::<Execution>()),
         ("error.schema.json", render::<ErrorBody>()),
     ]
 }

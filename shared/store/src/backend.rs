@@ -1,0 +1,151 @@
+//! The storage primitives each database implements. The write path itself lives once, in
+//! [`Store`](crate::Store), over these.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use flowsync_canvas::LogEntry;
+use flowsync_protocol::{
+    ActorId, Execution, ExecutionId, ExecutionStatus, Flow, FlowId, NodeId, NodeStatus, OpId,
+};
+
+use crate::StoreError;
+
+/// Whether an append won the race for its versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Append {
+    /// Every entry is stored.
+    Done,
+    /// A unique key (`(flow_id, version)` or `(flow_id, op_id)`) was taken: another writer
+    /// advanced the flow. Entries before the clash may be stored (they are whole entries,
+    /// found by the retry through their op ids).
+    Race,
+}
+
+/// A change of one node's state in an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRunUpdate {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its new status.
+    pub status: NodeStatus,
+    /// Its output, when it has one.
+    pub output: Option<serde_json::Value>,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+}
+
+/// Storage primitives. Every method is one round trip (or one local transaction), and each
+/// documents the guarantee the write path relies on.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Creates collections/tables and indexes; idempotent.
+    async fn init(&self) -> Result<(), StoreError>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a new flow snapshot; [`StoreError::FlowExists`] if the id is taken. Removes
+    /// any log or checkpoints left by an earlier flow of the same id first.
+    async fn insert_flow(&self, flow: &Flow) -> Result<(), StoreError>;
+
+    /// The flow's current snapshot (it may lag behind the log).
+    async fn snapshot(&self, flow: &FlowId) -> Result<Option<Flow>, StoreError>;
+
+    /// Snapshots ordered by id, after `after`, at most `limit`.
+    async fn list_snapshots(
+        &self,
+        after: Option<&FlowId>,
+        limit: usize,
+    ) -> Result<Vec<Flow>, StoreError>;
+
+    /// Deletes the flow, its log, checkpoints and executions. False if it did not exist.
+    async fn delete_flow(&self, flow: &FlowId) -> Result<bool, StoreError>;
+
+    /// Replaces the snapshot with `flow` only if the stored one is at `from_version`
+    /// (DESIGN §4 step 4). False when another writer moved it first.
+    async fn advance(&self, flow: &Flow, from_version: u64) -> Result<bool, StoreError>;
+
+    /// Stores a time-travel checkpoint at `flow.version` (overwrites one at that version).
+    async fn put_checkpoint(&self, flow: &Flow) -> Result<(), StoreError>;
+
+    /// The checkpoint with the greatest version ≤ `version`.
+    async fn checkpoint_at_or_before(
+        &self,
+        flow: &FlowId,
+        version: u64,
+    ) -> Result<Option<Flow>, StoreError>;
+
+    /// Appends entries with consecutive versions. The unique `(flow_id, version)` and
+    /// `(flow_id, op_id)` keys make concurrent appends of the same version lose with
+    /// [`Append::Race`] (DESIGN §4 step 3). Each entry is written whole or not at all.
+    async fn append(&self, flow: &FlowId, entries: &[LogEntry]) -> Result<Append, StoreError>;
+
+    /// Log entries with `after < version ≤ upto`, in version order, at most `limit`.
+    async fn log(
+        &self,
+        flow: &FlowId,
+        after: u64,
+        upto: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The logged entries of these op ids (those that exist).
+    async fn entries_by_op_id(
+        &self,
+        flow: &FlowId,
+        op_ids: &[OpId],
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The actor's latest entries, newest first, at most `limit`.
+    async fn entries_by_actor(
+        &self,
+        flow: &FlowId,
+        actor: &ActorId,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The entries at these versions (those that exist).
+    async fn entries_at(
+        &self,
+        flow: &FlowId,
+        versions: &[u64],
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// Which of these versions some logged entry undid.
+    async fn undone_among(&self, flow: &FlowId, versions: &[u64]) -> Result<Vec<u64>, StoreError>;
+
+    /// Stores a new execution with its node runs; [`StoreError::ExecutionExists`] if taken.
+    async fn insert_execution(&self, execution: &Execution) -> Result<(), StoreError>;
+
+    /// Sets an execution's status (and error). False if it does not exist.
+    async fn set_execution_status(
+        &self,
+        id: &ExecutionId,
+        status: ExecutionStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets one node's state in an execution. False if the execution or node is unknown.
+    async fn set_node_run(
+        &self,
+        id: &ExecutionId,
+        update: &NodeRunUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Appends a chunk to one node's aggregated log (one record per node, not per chunk).
+    /// False if the execution or node is unknown.
+    async fn append_node_log(
+        &self,
+        id: &ExecutionId,
+        node: &NodeId,
+        chunk: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// An execution with its node runs.
+    async fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>, StoreError>;
+
+    /// A flow's executions, newest first, at most `limit`.
+    async fn executions(&self, flow: &FlowId, limit: usize) -> Result<Vec<Execution>, StoreError>;
+}

@@ -1,0 +1,477 @@
+//! The flowsync store: flows, their log, time travel and executions, with the write path
+//! of DESIGN §4 implemented once over two databases.
+//!
+//! [`Store`] runs the write path (read, apply with `flowsync-canvas`, append, advance)
+//! over a [`Backend`] of storage primitives: [`mongo::MongoBackend`] for the distributed
+//! deployment, [`sqlite::SqliteBackend`] for the one-binary mode. The log's unique
+//! `(flow_id, version)` key is the only concurrency guard, so any number of API processes
+//! may commit to one flow; the unique `(flow_id, op_id)` key makes retried ops idempotent.
+//!
+//! # Layout
+//! - [`backend`]: the primitives each database implements, with their guarantees.
+//! - [`mongo`], [`sqlite`]: the two implementations.
+//! - [`error`]: what can go wrong ([`StoreError`]).
+
+pub mod backend;
+pub mod error;
+pub mod mongo;
+pub mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flowsync_canvas::{Batch, Canvas, Env, History, Limits, LogEntry, OpOutcome, apply_batch};
+use flowsync_protocol::{
+    Actor, ClientId, Conflict, Data, Execution, ExecutionId, ExecutionStatus, Flow, FlowId, NodeId,
+    Op, OpId, OpKind,
+};
+use serde::{Deserialize, Serialize};
+
+pub use backend::{Append, Backend, NodeRunUpdate};
+pub use error::StoreError;
+
+/// Write-path settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A time-travel checkpoint is written each time a flow's version crosses a multiple of
+    /// this; `?at=` replays at most this many log entries.
+    pub snapshot_every: u64,
+    /// Commit attempts before giving up on a contended flow ([`StoreError::Contention`]).
+    pub max_commit_attempts: u32,
+    /// How many of an actor's latest ops `undo`/`redo` can reach.
+    pub undo_depth: usize,
+    /// Canvas limits.
+    pub limits: Limits,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 100,
+            max_commit_attempts: 30,
+            undo_depth: 100,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A flow to create.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NewFlow {
+    /// The id; the store makes one when absent.
+    pub id: Option<FlowId>,
+    /// Display name.
+    pub name: String,
+    /// Initial metadata.
+    pub meta: Data,
+}
+
+/// One request's ops, for [`Store::commit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitRequest {
+    /// Who sent them (from the token).
+    pub actor: Actor,
+    /// The sending client.
+    pub client_id: ClientId,
+    /// The `If-Match` version.
+    pub if_match: Option<u64>,
+    /// The ops, in order.
+    pub ops: Vec<Op>,
+}
+
+/// What a commit did, for the caller to publish (DESIGN §4 step 5).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CommitOutcome {
+    /// Ops applied by this commit, in version order: one `SYNC_CANVAS`.
+    pub applied: Vec<LogEntry>,
+    /// Ops of the request already in the log (a retry): re-announce each with its original
+    /// versions; clients that applied them ignore them.
+    pub replayed: Vec<LogEntry>,
+    /// Refused ops, in request order: one `CONFLICT` each.
+    pub refused: Vec<Conflict>,
+    /// The flow's version before this commit's ops.
+    pub prev_version: u64,
+    /// Commit attempts it took (1 without contention).
+    pub attempts: u32,
+}
+
+/// A page of [`Store::list_flows`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowPage {
+    /// Flows ordered by id (as of their snapshots: nodes and edges included).
+    pub flows: Vec<Flow>,
+    /// The cursor of the next page, when there may be one.
+    pub next: Option<FlowId>,
+}
+
+/// A flow's state folded from its snapshot and any log lag.
+struct Loaded {
+    canvas: Canvas,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// The version of the stored snapshot (the conditional advance starts from it).
+    snapshot_version: u64,
+}
+
+/// The store: cheap to clone, shareable across tasks.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    config: Arc<StoreConfig>,
+}
+
+impl Store {
+    /// A store over `backend`, after creating its indexes.
+    pub async fn new(backend: Arc<dyn Backend>, config: StoreConfig) -> Result<Self, StoreError> {
+        backend.init().await?;
+        Ok(Self {
+            backend,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The storage primitives (for tests and tools).
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// The write-path settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Checks the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.backend.ping().await
+    }
+
+    /// Creates an empty flow at version 0.
+    pub async fn create_flow(&self, new: NewFlow) -> Result<Flow, StoreError> {
+        let id = match new.id {
+            Some(id) => id,
+            None => FlowId::parse(uuid::Uuid::new_v4().simple().to_string())
+                .expect("a uuid is a valid id"),
+        };
+        let now = Utc::now();
+        let flow = Flow {
+            id,
+            name: new.name,
+            version: 0,
+            nodes: vec![],
+            edges: vec![],
+            meta: new.meta,
+            created_at: now,
+            updated_at: now,
+        };
+        self.backend.insert_flow(&flow).await?;
+        self.backend.put_checkpoint(&flow).await?;
+        Ok(flow)
+    }
+
+    /// The flow's current state: its snapshot with any log lag folded in.
+    pub async fn get_flow(&self, id: &FlowId) -> Result<Option<Flow>, StoreError> {
+        Ok(self
+            .load(id)
+            .await?
+            .map(|l| l.canvas.to_flow(l.created_at, l.updated_at)))
+    }
+
+    /// The flow as it was at `version` (time travel): the nearest checkpoint at or before it
+    /// plus log replay.
+    pub async fn flow_at(&self, id: &FlowId, version: u64) -> Result<Option<Flow>, StoreError> {
+        let Some(current) = self.load(id).await? else {
+            return Ok(None);
+        };
+        if version > current.canvas.version() {
+            return Err(StoreError::VersionAhead {
+                flow: id.clone(),
+                requested: version,
+                current: current.canvas.version(),
+            });
+        }
+        if version == current.canvas.version() {
+            return Ok(Some(
+                current
+                    .canvas
+                    .to_flow(current.created_at, current.updated_at),
+            ));
+        }
+        let checkpoint = self
+            .backend
+            .checkpoint_at_or_before(id, version)
+            .await?
+            .ok_or_else(|| {
+                StoreError::corrupt(format!(
+                    "flow {id} has no checkpoint at or before {version}"
+                ))
+            })?;
+        let mut updated_at = checkpoint.updated_at;
+        let mut canvas = Canvas::from_flow(checkpoint).map_err(StoreError::corrupt)?;
+        for entry in self
+            .backend
+            .log(id, canvas.version(), Some(version), None)
+            .await?
+        {
+            fold(&mut canvas, &entry)?;
+            updated_at = entry.ts;
+        }
+        Ok(Some(canvas.to_flow(current.created_at, updated_at)))
+    }
+
+    /// Flows ordered by id, after the cursor `after`.
+    pub async fn list_flows(
+        &self,
+        after: Option<&FlowId>,
+        limit: usize,
+    ) -> Result<FlowPage, StoreError> {
+        let limit = limit.max(1);
+        let flows = self.backend.list_snapshots(after, limit).await?;
+        let next = (flows.len() == limit).then(|| flows[limit - 1].id.clone());
+        Ok(FlowPage { flows, next })
+    }
+
+    /// Deletes a flow with its log and executions. False if it did not exist.
+    pub async fn delete_flow(&self, id: &FlowId) -> Result<bool, StoreError> {
+        self.backend.delete_flow(id).await
+    }
+
+    /// Applied ops after version `after`, in version order, at most `limit`.
+    pub async fn history(
+        &self,
+        id: &FlowId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        if self.backend.snapshot(id).await?.is_none() {
+            return Err(StoreError::FlowNotFound(id.clone()));
+        }
+        self.backend.log(id, after, None, Some(limit)).await
+    }
+
+    /// Runs DESIGN §4 steps 1–4 for one request: read the flow, apply the ops in memory,
+    /// append the applied ones to the log (retrying with jitter when another writer took
+    /// the versions), advance the snapshot. Ops already in the log are not applied again;
+    /// they come back in [`CommitOutcome::replayed`].
+    pub async fn commit(
+        &self,
+        id: &FlowId,
+        request: &CommitRequest,
+    ) -> Result<CommitOutcome, StoreError> {
+        let op_ids: Vec<OpId> = request.ops.iter().map(|op| op.op_id.clone()).collect();
+        for attempt in 1..=self.config.max_commit_attempts {
+            let mut loaded = self
+                .load(id)
+                .await?
+                .ok_or_else(|| StoreError::FlowNotFound(id.clone()))?;
+            let logged: HashMap<OpId, LogEntry> = self
+                .backend
+                .entries_by_op_id(id, &op_ids)
+                .await?
+                .into_iter()
+                .map(|e| (e.op_id.clone(), e))
+                .collect();
+            let history = self.undo_history(id, request).await?;
+            let prev_version = loaded.canvas.version();
+            let now = Utc::now();
+            let mut new_id = || uuid::Uuid::new_v4().simple().to_string();
+            let result = apply_batch(
+                &mut loaded.canvas,
+                &Batch {
+                    actor: &request.actor,
+                    client_id: &request.client_id,
+                    if_match: request.if_match,
+                    ops: &request.ops,
+                    now,
+                },
+                &mut Env {
+                    limits: &self.config.limits,
+                    history: &history,
+                    already_applied: &|op_id| logged.contains_key(op_id),
+                    new_id: &mut new_id,
+                },
+            );
+            if !result.entries.is_empty() {
+                if self.backend.append(id, &result.entries).await? == Append::Race {
+                    tracing::debug!(flow_id = %id, attempt, "lost the commit race; retrying");
+                    backoff(attempt).await;
+                    continue;
+                }
+                let flow = loaded.canvas.to_flow(loaded.created_at, now);
+                // Losing this race is fine: a later writer folded these entries already.
+                self.backend.advance(&flow, loaded.snapshot_version).await?;
+                let every = self.config.snapshot_every.max(1);
+                if prev_version / every != flow.version / every {
+                    self.backend.put_checkpoint(&flow).await?;
+                }
+            }
+            let mut outcome = CommitOutcome {
+                prev_version,
+                attempts: attempt,
+                ..CommitOutcome::default()
+            };
+            let mut logged = logged;
+            for (op, o) in request.ops.iter().zip(result.outcomes) {
+                match o {
+                    OpOutcome::Applied(_) => {}
+                    OpOutcome::AlreadyApplied => outcome.replayed.extend(logged.remove(&op.op_id)),
+                    OpOutcome::Refused(conflict) => outcome.refused.push(conflict),
+                }
+            }
+            outcome.applied = result.entries;
+            return Ok(outcome);
+        }
+        Err(StoreError::Contention {
+            flow: id.clone(),
+            attempts: self.config.max_commit_attempts,
+        })
+    }
+
+    /// Loads what `undo`/`redo` in this request may consult: nothing when it has none.
+    async fn undo_history(
+        &self,
+        id: &FlowId,
+        request: &CommitRequest,
+    ) -> Result<History, StoreError> {
+        let mut history = History::new();
+        let mut explicit = vec![];
+        let mut any = false;
+        for op in &request.ops {
+            match &op.kind {
+                OpKind::Undo(undo) => {
+                    any = true;
+                    explicit.extend(undo.version);
+                }
+                OpKind::Redo(_) => any = true,
+                _ => {}
+            }
+        }
+        if !any {
+            return Ok(history);
+        }
+        let mut entries = self
+            .backend
+            .entries_by_actor(id, &request.actor.id, self.config.undo_depth)
+            .await?;
+        if !explicit.is_empty() {
+            entries.extend(self.backend.entries_at(id, &explicit).await?);
+        }
+        let versions: Vec<u64> = entries
+            .iter()
+            .map(|e| e.version)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for version in self.backend.undone_among(id, &versions).await? {
+            history.mark_undone(version);
+        }
+        for entry in entries {
+            history.insert(entry);
+        }
+        Ok(history)
+    }
+
+    /// Step 1 of the write path: the snapshot plus any log entries after it.
+    async fn load(&self, id: &FlowId) -> Result<Option<Loaded>, StoreError> {
+        let Some(snapshot) = self.backend.snapshot(id).await? else {
+            return Ok(None);
+        };
+        let (created_at, mut updated_at, snapshot_version) =
+            (snapshot.created_at, snapshot.updated_at, snapshot.version);
+        let mut canvas = Canvas::from_flow(snapshot).map_err(StoreError::corrupt)?;
+        for entry in self.backend.log(id, snapshot_version, None, None).await? {
+            fold(&mut canvas, &entry)?;
+            updated_at = entry.ts;
+        }
+        Ok(Some(Loaded {
+            canvas,
+            created_at,
+            updated_at,
+            snapshot_version,
+        }))
+    }
+
+    /// Stores a new execution.
+    pub async fn create_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+        self.backend.insert_execution(execution).await
+    }
+
+    /// Sets an execution's status (and error).
+    pub async fn set_execution_status(
+        &self,
+        id: &ExecutionId,
+        status: ExecutionStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        found(
+            self.backend
+                .set_execution_status(id, status, error, Utc::now())
+                .await?,
+            id,
+        )
+    }
+
+    /// Sets one node's state in an execution.
+    pub async fn set_node_run(
+        &self,
+        id: &ExecutionId,
+        update: &NodeRunUpdate,
+    ) -> Result<(), StoreError> {
+        found(self.backend.set_node_run(id, update, Utc::now()).await?, id)
+    }
+
+    /// Appends a chunk to a node's aggregated log.
+    pub async fn append_node_log(
+        &self,
+        id: &ExecutionId,
+        node: &NodeId,
+        chunk: &str,
+    ) -> Result<(), StoreError> {
+        found(self.backend.append_node_log(id, node, chunk).await?, id)
+    }
+
+    /// An execution with its node runs.
+    pub async fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>, StoreError> {
+        self.backend.execution(id).await
+    }
+
+    /// A flow's executions, newest first.
+    pub async fn executions(
+        &self,
+        flow: &FlowId,
+        limit: usize,
+    ) -> Result<Vec<Execution>, StoreError> {
+        self.backend.executions(flow, limit).await
+    }
+}
+
+fn found(ok: bool, id: &ExecutionId) -> Result<(), StoreError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::ExecutionNotFound(id.clone()))
+    }
+}
+
+/// Folds one logged entry into a canvas; the log must continue the canvas exactly.
+fn fold(canvas: &mut Canvas, entry: &LogEntry) -> Result<(), StoreError> {
+    if entry.version != canvas.version() + 1 {
+        return Err(StoreError::corrupt(format!(
+            "flow {}: log entry {} follows version {}",
+            canvas.id(),
+            entry.version,
+            canvas.version()
+        )));
+    }
+    canvas
+        .apply_applied(entry.version, &entry.changes)
+        .map_err(StoreError::corrupt)
+}
+
+/// Sleeps a random time that grows with the attempt, so losers of a race spread out.
+async fn backoff(attempt: u32) {
+    let cap_ms = 1u64 << attempt.min(6);
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=cap_ms * 1000))).await;
+}

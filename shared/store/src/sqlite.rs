@@ -1,0 +1,569 @@
+//! Embedded SQLite backend: the one-binary mode's store (no server needed).
+//!
+//! One connection per backend handle behind a mutex, used from `spawn_blocking`; several
+//! handles (or processes) may open the same file: WAL mode lets readers run beside the one
+//! writer, and the unique keys decide commit races exactly as in MongoDB.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use flowsync_canvas::LogEntry;
+use flowsync_protocol::{
+    ActorId, Execution, ExecutionId, ExecutionStatus, Flow, FlowId, NodeId, NodeRun, NodeStatus,
+    OpId,
+};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::StoreError;
+use crate::backend::{Append, Backend, NodeRunUpdate};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS flows (
+    id TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flow_log (
+    flow_id TEXT NOT NULL, version INTEGER NOT NULL, op_id TEXT NOT NULL, actor_id TEXT NOT NULL,
+    undo_of INTEGER, body TEXT NOT NULL,
+    PRIMARY KEY (flow_id, version), UNIQUE (flow_id, op_id));
+CREATE INDEX IF NOT EXISTS flow_log_actor ON flow_log (flow_id, actor_id, version);
+CREATE INDEX IF NOT EXISTS flow_log_undo ON flow_log (flow_id, undo_of);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    flow_id TEXT NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (flow_id, version));
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, flow_version INTEGER NOT NULL, status TEXT NOT NULL,
+    error TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS executions_flow ON executions (flow_id, created_at);
+CREATE TABLE IF NOT EXISTS execution_nodes (
+    execution_id TEXT NOT NULL, node_id TEXT NOT NULL, position INTEGER NOT NULL, status TEXT NOT NULL,
+    output TEXT, error TEXT, log TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (execution_id, node_id));
+";
+
+/// The SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteBackend {
+    /// The connection; rusqlite is synchronous, so calls run on the blocking pool.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database file at `path`. Commits are fsynced
+    /// (`synchronous = FULL`): an acknowledged op survives a power loss.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(value)?)
+}
+
+fn parse<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    Ok(serde_json::from_str(text)?)
+}
+
+/// The snake_case wire name of a status enum.
+fn name<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(StoreError::corrupt(format!("{other} is not a status name"))),
+    }
+}
+
+fn from_name<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    Ok(serde_json::from_value(serde_json::Value::String(
+        s.to_owned(),
+    ))?)
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(StoreError::corrupt)
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+fn entries(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let bodies = stmt
+        .query_map(args, |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    bodies.iter().map(|b| parse(b)).collect()
+}
+
+/// `?, ?, …` for an `IN` list of `n` values.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn load_execution(conn: &Connection, id: &str) -> Result<Option<Execution>, StoreError> {
+    let head = conn
+        .prepare_cached("SELECT flow_id, flow_version, status, error, created_at, updated_at FROM executions WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((flow_id, flow_version, status, error, created_at, updated_at)) = head else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT node_id, status, output, error, log FROM execution_nodes WHERE execution_id = ?1 ORDER BY position",
+    )?;
+    let rows = stmt
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let nodes = rows
+        .into_iter()
+        .map(|(node_id, status, output, error, log)| {
+            Ok(NodeRun {
+                node_id: NodeId::parse(node_id).map_err(StoreError::corrupt)?,
+                status: from_name::<NodeStatus>(&status)?,
+                output: output.as_deref().map(parse).transpose()?,
+                error,
+                log,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(Execution {
+        id: ExecutionId::parse(id).map_err(StoreError::corrupt)?,
+        flow_id: FlowId::parse(flow_id).map_err(StoreError::corrupt)?,
+        flow_version: flow_version as u64,
+        status: from_name(&status)?,
+        error,
+        created_at: parse_time(&created_at)?,
+        updated_at: parse_time(&updated_at)?,
+        nodes,
+    }))
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn init(&self) -> Result<(), StoreError> {
+        self.run(|c| Ok(c.execute_batch(SCHEMA)?)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn insert_flow(&self, flow: &Flow) -> Result<(), StoreError> {
+        let (id, body) = (flow.id.clone(), json(flow)?);
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let exists = tx
+                .query_row("SELECT 1 FROM flows WHERE id = ?1", [id.as_str()], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some();
+            if exists {
+                return Err(StoreError::FlowExists(id));
+            }
+            tx.execute("DELETE FROM flow_log WHERE flow_id = ?1", [id.as_str()])?;
+            tx.execute("DELETE FROM checkpoints WHERE flow_id = ?1", [id.as_str()])?;
+            tx.execute(
+                "INSERT INTO flows (id, version, body) VALUES (?1, 0, ?2)",
+                params![id.as_str(), body],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn snapshot(&self, flow: &FlowId) -> Result<Option<Flow>, StoreError> {
+        let id = flow.clone();
+        self.run(move |c| {
+            let body: Option<String> = c
+                .prepare_cached("SELECT body FROM flows WHERE id = ?1")?
+                .query_row([id.as_str()], |r| r.get(0))
+                .optional()?;
+            body.as_deref().map(parse).transpose()
+        })
+        .await
+    }
+
+    async fn list_snapshots(
+        &self,
+        after: Option<&FlowId>,
+        limit: usize,
+    ) -> Result<Vec<Flow>, StoreError> {
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        self.run(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT body FROM flows WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let bodies = stmt
+                .query_map(params![after, limit as i64], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            bodies.iter().map(|b| parse(b)).collect()
+        })
+        .await
+    }
+
+    async fn delete_flow(&self, flow: &FlowId) -> Result<bool, StoreError> {
+        let id = flow.clone();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let deleted = tx.execute("DELETE FROM flows WHERE id = ?1", [id.as_str()])? > 0;
+            tx.execute("DELETE FROM flow_log WHERE flow_id = ?1", [id.as_str()])?;
+            tx.execute("DELETE FROM checkpoints WHERE flow_id = ?1", [id.as_str()])?;
+            tx.execute(
+                "DELETE FROM execution_nodes WHERE execution_id IN (SELECT id FROM executions WHERE flow_id = ?1)",
+                [id.as_str()],
+            )?;
+            tx.execute("DELETE FROM executions WHERE flow_id = ?1", [id.as_str()])?;
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn advance(&self, flow: &Flow, from_version: u64) -> Result<bool, StoreError> {
+        let (id, version, body) = (flow.id.clone(), flow.version as i64, json(flow)?);
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE flows SET version = ?1, body = ?2 WHERE id = ?3 AND version = ?4",
+                )?
+                .execute(params![version, body, id.as_str(), from_version as i64])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn put_checkpoint(&self, flow: &Flow) -> Result<(), StoreError> {
+        let (id, version, body) = (flow.id.clone(), flow.version as i64, json(flow)?);
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO checkpoints (flow_id, version, body) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![id.as_str(), version, body])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoint_at_or_before(
+        &self,
+        flow: &FlowId,
+        version: u64,
+    ) -> Result<Option<Flow>, StoreError> {
+        let id = flow.clone();
+        self.run(move |c| {
+            let body: Option<String> = c
+                .prepare_cached(
+                    "SELECT body FROM checkpoints WHERE flow_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT 1",
+                )?
+                .query_row(params![id.as_str(), version as i64], |r| r.get(0))
+                .optional()?;
+            body.as_deref().map(parse).transpose()
+        })
+        .await
+    }
+
+    async fn append(&self, flow: &FlowId, entries: &[LogEntry]) -> Result<Append, StoreError> {
+        let id = flow.clone();
+        let rows = entries
+            .iter()
+            .map(|e| {
+                Ok((
+                    e.version as i64,
+                    e.op_id.to_string(),
+                    e.actor.id.to_string(),
+                    e.undo_of.map(|v| v as i64),
+                    json(e)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.run(move |c| {
+            // One transaction: the entries of a request land together or not at all.
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO flow_log (flow_id, version, op_id, actor_id, undo_of, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (version, op_id, actor, undo_of, body) in &rows {
+                    match stmt.execute(params![id.as_str(), version, op_id, actor, undo_of, body]) {
+                        Ok(_) => {}
+                        Err(e) if is_constraint(&e) => return Ok(Append::Race),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(Append::Done)
+        })
+        .await
+    }
+
+    async fn log(
+        &self,
+        flow: &FlowId,
+        after: u64,
+        upto: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let id = flow.clone();
+        let upto = upto.map_or(i64::MAX, |u| u as i64);
+        let limit = limit.map_or(-1, |l| l as i64);
+        self.run(move |c| {
+            entries(
+                c,
+                "SELECT body FROM flow_log WHERE flow_id = ?1 AND version > ?2 AND version <= ?3 ORDER BY version LIMIT ?4",
+                params![id.as_str(), after as i64, upto, limit],
+            )
+        })
+        .await
+    }
+
+    async fn entries_by_op_id(
+        &self,
+        flow: &FlowId,
+        op_ids: &[OpId],
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        if op_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut args = vec![flow.to_string()];
+        args.extend(op_ids.iter().map(|o| o.to_string()));
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT body FROM flow_log WHERE flow_id = ? AND op_id IN ({})",
+                placeholders(args.len() - 1)
+            );
+            entries(c, &sql, params_from_iter(args))
+        })
+        .await
+    }
+
+    async fn entries_by_actor(
+        &self,
+        flow: &FlowId,
+        actor: &ActorId,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let (id, actor) = (flow.clone(), actor.clone());
+        self.run(move |c| {
+            entries(
+                c,
+                "SELECT body FROM flow_log WHERE flow_id = ?1 AND actor_id = ?2 ORDER BY version DESC LIMIT ?3",
+                params![id.as_str(), actor.as_str(), limit as i64],
+            )
+        })
+        .await
+    }
+
+    async fn entries_at(
+        &self,
+        flow: &FlowId,
+        versions: &[u64],
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        if versions.is_empty() {
+            return Ok(vec![]);
+        }
+        let id = flow.clone();
+        let versions: Vec<i64> = versions.iter().map(|v| *v as i64).collect();
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT body FROM flow_log WHERE flow_id = ? AND version IN ({})",
+                placeholders(versions.len())
+            );
+            let args = std::iter::once(rusqlite::types::Value::Text(id.to_string()))
+                .chain(versions.into_iter().map(rusqlite::types::Value::Integer));
+            entries(c, &sql, params_from_iter(args))
+        })
+        .await
+    }
+
+    async fn undone_among(&self, flow: &FlowId, versions: &[u64]) -> Result<Vec<u64>, StoreError> {
+        if versions.is_empty() {
+            return Ok(vec![]);
+        }
+        let id = flow.clone();
+        let versions: Vec<i64> = versions.iter().map(|v| *v as i64).collect();
+        self.run(move |c| {
+            let sql = format!(
+                "SELECT undo_of FROM flow_log WHERE flow_id = ? AND undo_of IN ({})",
+                placeholders(versions.len())
+            );
+            let args = std::iter::once(rusqlite::types::Value::Text(id.to_string()))
+                .chain(versions.into_iter().map(rusqlite::types::Value::Integer));
+            let mut stmt = c.prepare(&sql)?;
+            let undone = stmt
+                .query_map(params_from_iter(args), |r| r.get::<_, i64>(0))?
+                .map(|v| v.map(|v| v as u64))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(undone)
+        })
+        .await
+    }
+
+    async fn insert_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+        let e = execution.clone();
+        let status = name(&e.status)?;
+        let nodes = e
+            .nodes
+            .iter()
+            .map(|n| {
+                Ok((
+                    n.node_id.to_string(),
+                    name(&n.status)?,
+                    n.output.as_ref().map(json).transpose()?,
+                    n.error.clone(),
+                    n.log.clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
+                "INSERT INTO executions (id, flow_id, flow_version, status, error, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.id.as_str(), e.flow_id.as_str(), e.flow_version as i64, status, e.error, time(e.created_at), time(e.updated_at)],
+            );
+            match inserted {
+                Err(err) if is_constraint(&err) => return Err(StoreError::ExecutionExists(e.id)),
+                other => other?,
+            };
+            for (position, (node_id, status, output, error, log)) in nodes.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO execution_nodes (execution_id, node_id, position, status, output, error, log) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![e.id.as_str(), node_id, position as i64, status, output, error, log],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_execution_status(
+        &self,
+        id: &ExecutionId,
+        status: ExecutionStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (id, status, error) = (id.clone(), name(&status)?, error.map(str::to_owned));
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE executions SET status = ?1, error = ?2, updated_at = ?3 WHERE id = ?4",
+                params![status, error, time(now), id.as_str()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_node_run(
+        &self,
+        id: &ExecutionId,
+        update: &NodeRunUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (id, node) = (id.clone(), update.node_id.clone());
+        let (status, output, error) = (
+            name(&update.status)?,
+            update.output.as_ref().map(json).transpose()?,
+            update.error.clone(),
+        );
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE execution_nodes SET status = ?1, output = ?2, error = ?3 WHERE execution_id = ?4 AND node_id = ?5",
+                params![status, output, error, id.as_str(), node.as_str()],
+            )?;
+            tx.execute("UPDATE executions SET updated_at = ?1 WHERE id = ?2", params![time(now), id.as_str()])?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn append_node_log(
+        &self,
+        id: &ExecutionId,
+        node: &NodeId,
+        chunk: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, node, chunk) = (id.clone(), node.clone(), chunk.to_owned());
+        self.run(move |c| {
+            let n = c
+                .prepare_cached("UPDATE execution_nodes SET log = log || ?1 WHERE execution_id = ?2 AND node_id = ?3")?
+                .execute(params![chunk, id.as_str(), node.as_str()])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| load_execution(c, id.as_str())).await
+    }
+
+    async fn executions(&self, flow: &FlowId, limit: usize) -> Result<Vec<Execution>, StoreError> {
+        let id = flow.clone();
+        self.run(move |c| {
+            let ids = c
+                .prepare_cached("SELECT id FROM executions WHERE flow_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2")?
+                .query_map(params![id.as_str(), limit as i64], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.iter()
+                .filter_map(|id| load_execution(c, id).transpose())
+                .collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,706 @@
+//! One conformance suite for every store backend (STYLE: one suite, every implementation).
+//! Each test gets a fresh database: a new SQLite file, or a new MongoDB database on the
+//! shared test server (dropped afterwards).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use flowsync_canvas::{Canvas, LogEntry};
+use flowsync_protocol::{
+    Actor, ActorId, ActorKind, ClientId, ConflictReason, Execution, ExecutionId, ExecutionStatus,
+    FlowId, NodeId, NodeRun, NodeStatus, Op,
+};
+use flowsync_store::mongo::{MongoBackend, MongoConfig};
+use flowsync_store::sqlite::SqliteBackend;
+use flowsync_store::{
+    Append, Backend, CommitRequest, NewFlow, NodeRunUpdate, Store, StoreConfig, StoreError,
+};
+use serde_json::{Value, json};
+
+/// Where a test's data lives; makes more handles onto the same data.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Mongo(MongoConfig),
+}
+
+impl Place {
+    fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn mongo() -> Self {
+        Self::Mongo(MongoConfig {
+            uri: flowsync_testkit::mongo().uri.clone(),
+            database: flowsync_testkit::unique_name("t"),
+            ..MongoConfig::default()
+        })
+    }
+
+    /// A new handle: its own SQLite connection, or its own MongoDB client.
+    async fn open(&self, config: StoreConfig) -> Store {
+        let backend: Arc<dyn Backend> = match self {
+            Self::Sqlite(dir) => {
+                Arc::new(SqliteBackend::open(&dir.path().join("flowsync.db")).unwrap())
+            }
+            Self::Mongo(c) => Arc::new(MongoBackend::connect(c).await.unwrap()),
+        };
+        Store::new(backend, config).await.unwrap()
+    }
+
+    async fn cleanup(self) {
+        if let Self::Mongo(c) = self {
+            MongoBackend::connect(&c)
+                .await
+                .unwrap()
+                .drop_database()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn actor(id: &str) -> Actor {
+    Actor {
+        id: ActorId::parse(id).unwrap(),
+        kind: ActorKind::User,
+        name: id.into(),
+    }
+}
+
+fn op(v: Value) -> Op {
+    Op::from_value(v).unwrap()
+}
+
+fn request(who: &str, ops: Vec<Value>) -> CommitRequest {
+    CommitRequest {
+        actor: actor(who),
+        client_id: ClientId::parse(format!("{who}-tab")).unwrap(),
+        if_match: None,
+        ops: ops.into_iter().map(op).collect(),
+    }
+}
+
+fn add(op_id: &str, node: &str) -> Value {
+    json!({"op_id": op_id, "type": "node.add", "node": {"id": node, "type": "note", "position": {"x": 0, "y": 0}}})
+}
+
+fn mv(op_id: &str, node: &str, x: i64) -> Value {
+    json!({"op_id": op_id, "type": "node.move", "id": node, "position": {"x": x, "y": 0}})
+}
+
+async fn new_flow(store: &Store, id: &str) -> FlowId {
+    let id = FlowId::parse(id).unwrap();
+    store
+        .create_flow(NewFlow {
+            id: Some(id.clone()),
+            name: "Flow".into(),
+            ..NewFlow::default()
+        })
+        .await
+        .unwrap();
+    id
+}
+
+/// Replays a whole log onto an empty canvas.
+fn replay(id: &FlowId, log: &[LogEntry]) -> Canvas {
+    let mut canvas = Canvas::new(id.clone(), "Flow");
+    for e in log {
+        canvas.apply_applied(e.version, &e.changes).unwrap();
+    }
+    canvas
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let place = super::Place::sqlite();
+                super::$name(&place).await;
+                place.cleanup().await;
+            } )*
+        }
+        mod mongo {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let place = super::Place::mongo();
+                super::$name(&place).await;
+                place.cleanup().await;
+            } )*
+        }
+    };
+}
+
+conformance!(
+    flows_crud_and_pagination,
+    commit_history_and_conflicts,
+    retried_op_ids_apply_once,
+    time_travel_from_checkpoints,
+    snapshot_lag_is_folded,
+    undo_across_commits,
+    executions_lifecycle,
+    concurrent_writers_leave_a_gap_free_log,
+);
+
+async fn flows_crud_and_pagination(place: &Place) {
+    let store = place.open(StoreConfig::default()).await;
+    for id in ["c", "a", "b", "d", "e"] {
+        new_flow(&store, id).await;
+    }
+    let made = store
+        .create_flow(NewFlow {
+            name: "auto".into(),
+            ..NewFlow::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(made.version, 0);
+    assert!(matches!(
+        store
+            .create_flow(NewFlow {
+                id: Some(FlowId::parse("a").unwrap()),
+                ..NewFlow::default()
+            })
+            .await,
+        Err(StoreError::FlowExists(_))
+    ));
+    let mut seen = vec![];
+    let mut after = None;
+    loop {
+        let page = store.list_flows(after.as_ref(), 2).await.unwrap();
+        seen.extend(page.flows.iter().map(|f| f.id.to_string()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let mut want: Vec<String> = ["a", "b", "c", "d", "e", made.id.as_str()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+    let a = FlowId::parse("a").unwrap();
+    assert_eq!(store.get_flow(&a).await.unwrap().unwrap().name, "Flow");
+    assert!(store.delete_flow(&a).await.unwrap());
+    assert!(!store.delete_flow(&a).await.unwrap());
+    assert!(store.get_flow(&a).await.unwrap().is_none());
+    assert!(matches!(
+        store.history(&a, 0, 10).await,
+        Err(StoreError::FlowNotFound(_))
+    ));
+    assert!(matches!(
+        store.commit(&a, &request("u", vec![add("o", "n")])).await,
+        Err(StoreError::FlowNotFound(_))
+    ));
+    // A flow re-created under a deleted id starts empty.
+    let b = FlowId::parse("b").unwrap();
+    store
+        .commit(&b, &request("u", vec![add("o1", "n")]))
+        .await
+        .unwrap();
+    store.delete_flow(&b).await.unwrap();
+    new_flow(&store, "b").await;
+    let fresh = store.get_flow(&b).await.unwrap().unwrap();
+    assert_eq!((fresh.version, fresh.nodes.len()), (0, 0));
+    assert!(store.history(&b, 0, 10).await.unwrap().is_empty());
+    store.ping().await.unwrap();
+}
+
+async fn commit_history_and_conflicts(place: &Place) {
+    let store = place.open(StoreConfig::default()).await;
+    let f = new_flow(&store, "f").await;
+    let out = store
+        .commit(
+            &f,
+            &request("u", vec![add("o1", "a"), add("o2", "b"), mv("o3", "a", 5)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.prev_version, 0);
+    assert_eq!(
+        out.applied.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(out.refused.is_empty() && out.replayed.is_empty());
+    // A batch stops at its first refusal; nothing refused is logged.
+    let out = store
+        .commit(
+            &f,
+            &request(
+                "u",
+                vec![mv("o4", "b", 1), add("o5", "a"), mv("o6", "b", 2)],
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.applied.len(), 1);
+    let reasons: Vec<_> = out
+        .refused
+        .iter()
+        .map(|c| (c.op_id.to_string(), c.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("o5".into(), ConflictReason::Duplicate),
+            ("o6".into(), ConflictReason::Skipped)
+        ]
+    );
+    let flow = store.get_flow(&f).await.unwrap().unwrap();
+    assert_eq!(flow.version, 4);
+    assert_eq!(
+        flow.nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.position.x))
+            .collect::<Vec<_>>(),
+        [("a", 5.0), ("b", 1.0)]
+    );
+    // If-Match.
+    let mut stale = request("u", vec![mv("o7", "a", 9)]);
+    stale.if_match = Some(3);
+    let out = store.commit(&f, &stale).await.unwrap();
+    assert_eq!(out.refused[0].reason, ConflictReason::VersionMismatch);
+    // History: after/limit.
+    let all = store.history(&f, 0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.op_id.as_str()).collect::<Vec<_>>(),
+        ["o1", "o2", "o3", "o4"]
+    );
+    let page = store.history(&f, 1, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.version).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(replay(&f, &all), Canvas::from_flow(flow).unwrap());
+}
+
+async fn retried_op_ids_apply_once(place: &Place) {
+    let store = place.open(StoreConfig::default()).await;
+    let f = new_flow(&store, "f").await;
+    let first = store
+        .commit(&f, &request("u", vec![add("o1", "a"), mv("o2", "a", 1)]))
+        .await
+        .unwrap();
+    store
+        .commit(&f, &request("v", vec![mv("o3", "a", 2)]))
+        .await
+        .unwrap();
+    // The same request again (a client retrying after a lost 202).
+    let again = store
+        .commit(&f, &request("u", vec![add("o1", "a"), mv("o2", "a", 1)]))
+        .await
+        .unwrap();
+    assert!(again.applied.is_empty());
+    assert_eq!(
+        again.replayed, first.applied,
+        "the original entries, same versions"
+    );
+    let flow = store.get_flow(&f).await.unwrap().unwrap();
+    assert_eq!((flow.version, flow.nodes[0].position.x), (3, 2.0));
+    // A refused op_id is not logged, so its retry may apply.
+    let out = store
+        .commit(&f, &request("u", vec![add("o4", "a")]))
+        .await
+        .unwrap();
+    assert_eq!(out.refused[0].reason, ConflictReason::Duplicate);
+    let out = store
+        .commit(&f, &request("u", vec![add("o4", "b")]))
+        .await
+        .unwrap();
+    assert_eq!(out.applied.len(), 1);
+}
+
+async fn time_travel_from_checkpoints(place: &Place) {
+    let store = place
+        .open(StoreConfig {
+            snapshot_every: 3,
+            ..StoreConfig::default()
+        })
+        .await;
+    let f = new_flow(&store, "f").await;
+    let mut states = vec![store.get_flow(&f).await.unwrap().unwrap()];
+    store
+        .commit(&f, &request("u", vec![add("o0", "a")]))
+        .await
+        .unwrap();
+    states.push(store.get_flow(&f).await.unwrap().unwrap());
+    for i in 1..10 {
+        // Batches of one and two ops, so checkpoints fall inside and between batches.
+        let ops = if i % 2 == 0 {
+            vec![mv(&format!("o{i}"), "a", i)]
+        } else {
+            vec![mv(&format!("o{i}"), "a", i), mv(&format!("p{i}"), "a", -i)]
+        };
+        store.commit(&f, &request("u", ops)).await.unwrap();
+        let now = store.get_flow(&f).await.unwrap().unwrap();
+        while (states.len() as u64) < now.version {
+            states.push(
+                store
+                    .flow_at(&f, states.len() as u64)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        states.push(now);
+    }
+    let head = states.last().unwrap().version;
+    for v in 0..=head {
+        let at = store.flow_at(&f, v).await.unwrap().unwrap();
+        assert_eq!(at.version, v);
+        let expected = replay(&f, &store.history(&f, 0, v as usize).await.unwrap());
+        assert_eq!(Canvas::from_flow(at).unwrap(), expected, "state at {v}");
+    }
+    assert!(matches!(
+        store.flow_at(&f, head + 1).await,
+        Err(StoreError::VersionAhead { .. })
+    ));
+}
+
+async fn snapshot_lag_is_folded(place: &Place) {
+    let store = place.open(StoreConfig::default()).await;
+    let f = new_flow(&store, "f").await;
+    store
+        .commit(&f, &request("u", vec![add("o1", "a")]))
+        .await
+        .unwrap();
+    // A writer that crashed between append (step 3) and advance (step 4): its entry is in
+    // the log, the snapshot still at version 1.
+    let snapshot = store.backend().snapshot(&f).await.unwrap().unwrap();
+    let mut canvas = Canvas::from_flow(snapshot.clone()).unwrap();
+    let mut entry = store.history(&f, 0, 1).await.unwrap().remove(0);
+    entry.version = 2;
+    entry.op_id = "crashed".parse().unwrap();
+    entry.changes = vec![flowsync_protocol::Change::NodeDelete {
+        id: "a".parse().unwrap(),
+    }];
+    assert_eq!(
+        store.backend().append(&f, &[entry.clone()]).await.unwrap(),
+        Append::Done
+    );
+    assert_eq!(
+        store.backend().append(&f, &[entry.clone()]).await.unwrap(),
+        Append::Race,
+        "the version is taken"
+    );
+    let flow = store.get_flow(&f).await.unwrap().unwrap();
+    assert_eq!(
+        (flow.version, flow.nodes.len()),
+        (2, 0),
+        "readers fold the lag"
+    );
+    // The conditional advance refuses a stale starting version…
+    canvas.apply_applied(2, &entry.changes).unwrap();
+    let t = snapshot.created_at;
+    assert!(
+        !store
+            .backend()
+            .advance(&canvas.to_flow(t, t), 0)
+            .await
+            .unwrap()
+    );
+    // …and the next commit advances over the lag.
+    store
+        .commit(&f, &request("u", vec![add("o3", "b")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.backend().snapshot(&f).await.unwrap().unwrap().version,
+        3
+    );
+}
+
+async fn undo_across_commits(place: &Place) {
+    let store = place.open(StoreConfig::default()).await;
+    let f = new_flow(&store, "f").await;
+    store
+        .commit(&f, &request("u", vec![add("o1", "a")]))
+        .await
+        .unwrap();
+    store
+        .commit(&f, &request("u", vec![mv("o2", "a", 10)]))
+        .await
+        .unwrap();
+    store
+        .commit(&f, &request("v", vec![add("o3", "b")]))
+        .await
+        .unwrap();
+    let out = store
+        .commit(
+            &f,
+            &request("u", vec![json!({"op_id": "u1", "type": "undo"})]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.applied[0].undo_of, Some(2));
+    // Version 2 is undone already: anyone's explicit undo of it conflicts.
+    let out = store
+        .commit(
+            &f,
+            &request(
+                "v",
+                vec![json!({"op_id": "u2", "type": "undo", "version": 2})],
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.refused[0].reason, ConflictReason::UndoConflict);
+    let out = store
+        .commit(
+            &f,
+            &request("u", vec![json!({"op_id": "r1", "type": "redo"})]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.applied.len(), 1);
+    let flow = store.get_flow(&f).await.unwrap().unwrap();
+    assert_eq!(
+        flow.nodes
+            .iter()
+            .find(|n| n.id.as_str() == "a")
+            .unwrap()
+            .position
+            .x,
+        10.0
+    );
+}
+
+async fn executions_lifecycle(place: &Place) {
+    let store = place.open(StoreConfig::default()).await;
+    let f = new_flow(&store, "f").await;
+    let node = |id: &str| NodeRun {
+        node_id: NodeId::parse(id).unwrap(),
+        status: NodeStatus::Pending,
+        output: None,
+        error: None,
+        log: String::new(),
+    };
+    let t0: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    let mut ids = vec![];
+    for (i, id) in ["x1", "x2"].into_iter().enumerate() {
+        let e = Execution {
+            id: ExecutionId::parse(id).unwrap(),
+            flow_id: f.clone(),
+            flow_version: 3,
+            status: ExecutionStatus::Queued,
+            error: None,
+            created_at: t0 + chrono::Duration::seconds(i as i64),
+            updated_at: t0,
+            nodes: vec![node("b"), node("a")],
+        };
+        store.create_execution(&e).await.unwrap();
+        ids.push(e.id.clone());
+        assert!(matches!(
+            store.create_execution(&e).await,
+            Err(StoreError::ExecutionExists(_))
+        ));
+    }
+    let x = &ids[0];
+    store
+        .set_execution_status(x, ExecutionStatus::Running, None)
+        .await
+        .unwrap();
+    let a = NodeId::parse("a").unwrap();
+    store
+        .set_node_run(
+            x,
+            &NodeRunUpdate {
+                node_id: a.clone(),
+                status: NodeStatus::Running,
+                output: None,
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    for chunk in ["Hel", "lo", " 👋"] {
+        store.append_node_log(x, &a, chunk).await.unwrap();
+    }
+    store
+        .set_node_run(
+            x,
+            &NodeRunUpdate {
+                node_id: a.clone(),
+                status: NodeStatus::Succeeded,
+                output: Some(json!({"text": "Hello 👋", "n": 1.0})),
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .set_execution_status(x, ExecutionStatus::Failed, Some("node b: boom"))
+        .await
+        .unwrap();
+    let got = store.execution(x).await.unwrap().unwrap();
+    assert_eq!(got.status, ExecutionStatus::Failed);
+    assert_eq!(got.error.as_deref(), Some("node b: boom"));
+    assert_eq!(
+        got.nodes
+            .iter()
+            .map(|n| n.node_id.as_str())
+            .collect::<Vec<_>>(),
+        ["b", "a"],
+        "node order kept"
+    );
+    assert_eq!(got.nodes[1].status, NodeStatus::Succeeded);
+    assert_eq!(got.nodes[1].log, "Hello 👋");
+    assert_eq!(
+        got.nodes[1].output,
+        Some(json!({"text": "Hello 👋", "n": 1.0}))
+    );
+    assert!(got.updated_at > t0);
+    let listed = store.executions(&f, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["x2", "x1"],
+        "newest first"
+    );
+    let missing = ExecutionId::parse("nope").unwrap();
+    assert!(matches!(
+        store
+            .set_execution_status(&missing, ExecutionStatus::Running, None)
+            .await,
+        Err(StoreError::ExecutionNotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .append_node_log(x, &NodeId::parse("zz").unwrap(), "x")
+            .await,
+        Err(StoreError::ExecutionNotFound(_))
+    ));
+    assert!(store.execution(&missing).await.unwrap().is_none());
+    store.delete_flow(&f).await.unwrap();
+    assert!(store.execution(x).await.unwrap().is_none());
+}
+
+/// 8 writers × 200 ops on one flow, each through its own store handle: a gap-free log
+/// 1..N, a snapshot equal to replaying it, no op applied twice, every op accounted for.
+async fn concurrent_writers_leave_a_gap_free_log(place: &Place) {
+    const WRITERS: usize = 8;
+    const OPS: usize = 200;
+    const BATCH: usize = 4;
+    let config = StoreConfig {
+        snapshot_every: 50,
+        ..StoreConfig::default()
+    };
+    let setup = place.open(config.clone()).await;
+    let f = new_flow(&setup, "hot").await;
+    let mut tasks = vec![];
+    for w in 0..WRITERS {
+        let store = place.open(config.clone()).await;
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes: BTreeMap<String, Result<u64, ConflictReason>> = BTreeMap::new();
+            let mut base = None;
+            for chunk in 0..OPS / BATCH {
+                let ops: Vec<Value> = (0..BATCH)
+                    .map(|k| {
+                        let i = chunk * BATCH + k;
+                        let op_id = format!("w{w}-{i}");
+                        let mut v = if i == 0 {
+                            add(&op_id, &format!("n{w}"))
+                        } else {
+                            mv(&op_id, &format!("n{}", (w + i) % WRITERS), i as i64)
+                        };
+                        // Some ops carry the version this writer last saw: those may conflict.
+                        if let Some(b) = base.filter(|_| i % 3 == 0) {
+                            v["base_version"] = json!(b);
+                        }
+                        v
+                    })
+                    .collect();
+                let req = request(&format!("writer{w}"), ops);
+                let out = loop {
+                    match store.commit(&f, &req).await {
+                        Ok(out) => break out,
+                        // A client retries a 503 with the same op ids.
+                        Err(e) if e.is_transient() => continue,
+                        Err(e) => panic!("writer {w}: {e}"),
+                    }
+                };
+                for e in out.applied.iter().chain(&out.replayed) {
+                    assert!(
+                        outcomes
+                            .insert(e.op_id.to_string(), Ok(e.version))
+                            .is_none(),
+                        "{} twice",
+                        e.op_id
+                    );
+                    base = Some(e.version);
+                }
+                for c in &out.refused {
+                    assert!(
+                        outcomes
+                            .insert(c.op_id.to_string(), Err(c.reason))
+                            .is_none()
+                    );
+                }
+            }
+            outcomes
+        }));
+    }
+    let mut applied_versions = BTreeMap::new();
+    let mut refused = 0;
+    for t in tasks {
+        for (op_id, outcome) in t.await.unwrap() {
+            match outcome {
+                Ok(v) => assert!(
+                    applied_versions.insert(v, op_id).is_none(),
+                    "version {v} reported twice"
+                ),
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert_eq!(
+        applied_versions.len() + refused,
+        WRITERS * OPS,
+        "every op applied or refused"
+    );
+    let log = setup.history(&f, 0, usize::MAX >> 1).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=log.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
+    assert_eq!(log.len(), applied_versions.len());
+    let ids: HashSet<_> = log.iter().map(|e| e.op_id.as_str()).collect();
+    assert_eq!(ids.len(), log.len(), "no op applied twice");
+    for e in &log {
+        assert_eq!(
+            applied_versions.get(&e.version).map(String::as_str),
+            Some(e.op_id.as_str())
+        );
+    }
+    let flow = setup.get_flow(&f).await.unwrap().unwrap();
+    assert_eq!(Canvas::from_flow(flow).unwrap(), replay(&f, &log));
+}
+
+#[tokio::test]
+async fn an_unreachable_mongodb_is_a_typed_error() {
+    let config = MongoConfig {
+        uri: format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true",
+            flowsync_testkit::free_port()
+        ),
+        database: "nowhere".into(),
+        server_selection_timeout: std::time::Duration::from_millis(300),
+        ..MongoConfig::default()
+    };
+    let backend = MongoBackend::connect(&config).await.unwrap();
+    let err = backend.ping().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(_)) && err.is_transient(),
+        "{err}"
+    );
+    let err = Store::new(Arc::new(backend), StoreConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+}
+
+#[tokio::test]
+async fn an_unopenable_sqlite_file_is_a_typed_error() {
+    let err =
+        SqliteBackend::open(std::path::Path::new("/nonexistent-dir/x/flowsync.db")).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+}

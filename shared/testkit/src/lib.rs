@@ -1,0 +1,235 @@
+//! The test kit: real servers for integration tests (DESIGN §9), never mocks.
+//!
+//! One `redis-server` and one MongoDB-wire server are started per test binary, on free
+//! ports, the first time a test asks for them; tests share them and isolate themselves with
+//! a fresh database name or key prefix from [`unique_name`]. A test that must kill its Redis
+//! starts its own with [`RedisServer::start`].
+//!
+//! MongoDB is `FLOWSYNC_TEST_MONGO_URI` when set (a real MongoDB); otherwise SecantusDB, a
+//! MongoDB-wire-compatible server that `./scripts/test` installs into `.venv`. A missing
+//! server fails the test with a message saying how to install it — never a silent skip.
+//!
+//! Every server runs under a watchdog shell that stops it when the test process exits, so a
+//! crashed or killed test binary leaves nothing behind.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a server may take to accept connections (Python start-up is the slow one).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A name no other test of any process uses: for databases, key prefixes, flow ids.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}x{n}x{nanos:x}", std::process::id())
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// Runs `program args…` under a watchdog that stops it when this process exits.
+fn spawn_guarded(program: &str, args: &[String]) -> Child {
+    // The watchdog polls because no portable signal tells a grandchild its grandparent died.
+    let script = r#"
+        "$@" &
+        server=$!
+        trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT TERM INT
+        while kill -0 "$WATCH_PID" 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.3; done
+    "#;
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg("flowsync-testkit")
+        .arg(program)
+        .args(args)
+        .env("WATCH_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+}
+
+/// Waits until something accepts connections on `port`.
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}) before accepting connections on port {port}; run with TEST_LOG=1 to see its output"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not accept connections on port {port} within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `redis-server` of the test's own.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The port it listens on (kept across restarts).
+    pub port: u16,
+    /// The watchdog shell running it.
+    child: Child,
+}
+
+impl RedisServer {
+    /// Starts a fresh `redis-server` on a free port, keeping nothing on disk.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts a `redis-server` on `port`.
+    pub fn start_on(port: u16) -> Self {
+        let program = "redis-server";
+        if Command::new(program).arg("--version").output().is_err() {
+            panic!(
+                "redis-server is not installed: run ./scripts/test, which installs it (apt-get install redis-server)"
+            );
+        }
+        let args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut child = spawn_guarded(program, &args);
+        wait_for_port(port, "redis-server", &mut child);
+        Self { port, child }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server at once, dropping every key and connection (like a crash of a Redis
+    /// that keeps nothing on disk).
+    pub fn kill(&mut self) {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.write_all(b"SHUTDOWN NOSAVE\r\n");
+            let _ = s.read(&mut [0u8; 64]);
+        }
+        let _ = self.child.wait();
+        // Wait until the port is free again, so a restart can bind it.
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} did not stop",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again on the same port (empty).
+    pub fn restart(&mut self) {
+        // The old watchdog has exited with its server; dropping it is harmless.
+        *self = Self::start_on(self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Redis server shared by every test of this binary.
+pub fn redis() -> &'static RedisServer {
+    static REDIS: OnceLock<RedisServer> = OnceLock::new();
+    REDIS.get_or_init(RedisServer::start)
+}
+
+/// A MongoDB-wire server shared by every test of this binary.
+#[derive(Debug)]
+pub struct MongoServer {
+    /// Connection string.
+    pub uri: String,
+    /// The watchdog shell running SecantusDB; `None` for an external MongoDB.
+    _child: Option<Child>,
+}
+
+/// The MongoDB shared by every test of this binary: `FLOWSYNC_TEST_MONGO_URI`, or a
+/// SecantusDB started on a free port.
+pub fn mongo() -> &'static MongoServer {
+    static MONGO: OnceLock<MongoServer> = OnceLock::new();
+    MONGO.get_or_init(|| {
+        if let Ok(uri) = std::env::var("FLOWSYNC_TEST_MONGO_URI") {
+            return MongoServer { uri, _child: None };
+        }
+        let program = secantusd();
+        let port = free_port();
+        let args: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+            ":memory:",
+            "--log-level",
+            "WARNING",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut child = spawn_guarded(&program.to_string_lossy(), &args);
+        wait_for_port(port, "secantusd-py", &mut child);
+        MongoServer {
+            uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            _child: Some(child),
+        }
+    })
+}
+
+/// The SecantusDB launcher: `FLOWSYNC_TEST_SECANTUSD`, else the workspace's `.venv`.
+fn secantusd() -> PathBuf {
+    let path = std::env::var_os("FLOWSYNC_TEST_SECANTUSD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/secantusd-py")
+        });
+    assert!(
+        path.exists(),
+        "no MongoDB for the tests: {} is missing. Run ./scripts/test (it installs SecantusDB into .venv with pip) \
+         or set FLOWSYNC_TEST_MONGO_URI to a real MongoDB.",
+        path.display()
+    );
+    path
+}
