@@ -1,0 +1,492 @@
+//! The Redis bus: for API, gateway and runner processes on several machines.
+//!
+//! Per flow, with the hash tag `{flow_id}` so all of a flow lives on one cluster slot:
+//! - `flow:{<id>}:meta` — hash `epoch`, `seq`;
+//! - `flow:{<id>}:events` — the history stream, entry id `<seq>-0`, fields `t` (type) and
+//!   `e` (the event JSON), capped at `history_len` (approximately), expiring after
+//!   `history_ttl` without a publish;
+//! - channel `flow:<id>` — messages `<epoch> <seq> <type> <json>` (`- -` for ephemeral
+//!   events), so subscribers need no second lookup.
+//!
+//! Every key and channel is prefixed with the configured namespace.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_redis::{Pool, Runtime};
+use flowsync_protocol::{Epoch, Event, FlowId};
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::{
+    Bus, BusConfig, BusError, History, Message, Position, RepairStats, Replay, Signal,
+    Subscription, encode, new_epoch,
+};
+
+/// Atomically: the flow's next seq (a new epoch when its meta is gone), the history entry,
+/// the TTLs, the PUBLISH. `ARGV[2]` is the event JSON without `seq`; the script adds it.
+const PUBLISH_LUA: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local json = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], seq .. '-0', 't', ARGV[3], 'e', json)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. ARGV[3] .. ' ' .. json)
+return {epoch, seq}
+"#;
+
+/// Local subscribers per flow: the subscriber task dispatches into these.
+type Subs = Arc<Mutex<HashMap<FlowId, broadcast::Sender<Signal>>>>;
+
+/// Requests to the subscriber task.
+#[derive(Debug)]
+enum Control {
+    /// SUBSCRIBE the channel; answer once Redis confirmed.
+    Subscribe(String, oneshot::Sender<()>),
+    /// UNSUBSCRIBE the channel (its last local subscriber left).
+    Unsubscribe(String),
+}
+
+/// The Redis bus. Cheap to clone; clones share the pool and the subscriber connection.
+#[derive(Debug, Clone)]
+pub struct RedisBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: BusConfig,
+    /// Connections for publish and history.
+    pool: Pool,
+    /// The publish script (EVALSHA, reloaded on NOSCRIPT by `redis::Script`).
+    script: redis::Script,
+    subs: Subs,
+    /// To the subscriber task; dropping the bus closes it and ends the task.
+    control: mpsc::UnboundedSender<Control>,
+    stats: Arc<RepairStats>,
+    /// How many times the subscriber connection has been (re)established.
+    connections: watch::Receiver<u64>,
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BusError {
+    BusError::Unavailable(Box::new(e))
+}
+
+impl RedisBus {
+    /// Connects to Redis at `url` (lazily: an unreachable Redis shows on first use) and
+    /// starts the subscriber task on the current tokio runtime.
+    pub fn connect(url: &str, config: BusConfig) -> Result<Self, BusError> {
+        let mut pool_config = deadpool_redis::Config::from_url(url);
+        pool_config.pool = Some(deadpool_redis::PoolConfig::new(config.pool_size.max(1)));
+        let pool = pool_config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(unavailable)?;
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let subs: Subs = Arc::default();
+        let (control, rx) = mpsc::unbounded_channel();
+        let (connected, connections) = watch::channel(0);
+        tokio::spawn(run_subscriber(
+            client,
+            subs.clone(),
+            rx,
+            format!("{}flow:", config.namespace),
+            connected,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                script: redis::Script::new(PUBLISH_LUA),
+                subs,
+                control,
+                stats: Arc::new(RepairStats::default()),
+                connections,
+            }),
+        })
+    }
+
+    /// What subscriptions had to repair.
+    pub fn repair_stats(&self) -> &RepairStats {
+        &self.inner.stats
+    }
+
+    /// Counts the subscriber connection's (re)connections; changes once every flow has been
+    /// re-subscribed and told to check history.
+    pub fn connections(&self) -> watch::Receiver<u64> {
+        self.inner.connections.clone()
+    }
+
+    fn channel(&self, flow: &str) -> String {
+        format!("{}flow:{flow}", self.inner.config.namespace)
+    }
+
+    fn keys(&self, flow: &str) -> (String, String) {
+        let ns = &self.inner.config.namespace;
+        (
+            format!("{ns}flow:{{{flow}}}:meta"),
+            format!("{ns}flow:{{{flow}}}:events"),
+        )
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, BusError> {
+        self.inner.pool.get().await.map_err(unavailable)
+    }
+}
+
+/// Unsubscribes the flow when its last local subscriber goes.
+struct Guard {
+    flow: FlowId,
+    channel: String,
+    subs: Subs,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        if subs
+            .get(&self.flow)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            subs.remove(&self.flow);
+            let _ = self
+                .control
+                .send(Control::Unsubscribe(std::mem::take(&mut self.channel)));
+        }
+    }
+}
+
+#[async_trait]
+impl History for RedisBus {
+    async fn history(
+        &self,
+        flow: &FlowId,
+        epoch: &Epoch,
+        after: u64,
+        limit: usize,
+    ) -> Result<Replay, BusError> {
+        let (meta, stream) = self.keys(flow.as_str());
+        type Entry = (String, (String, String, String, Vec<u8>));
+        let (current, head, entries): (Option<String>, Option<u64>, Vec<Entry>) = redis::pipe()
+            .atomic()
+            .hget(&meta, "epoch")
+            .hget(&meta, "seq")
+            .cmd("XRANGE")
+            .arg(&stream)
+            .arg(format!("{}-0", after + 1))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        let head = head.unwrap_or(0);
+        if current.as_deref() != Some(epoch.as_str()) || after > head {
+            return Ok(Replay::Gone);
+        }
+        if after == head || limit == 0 {
+            return Ok(Replay::Events(vec![]));
+        }
+        let mut events = Vec::with_capacity(entries.len());
+        for (id, (_, kind, _, json)) in entries {
+            let seq = id
+                .split_once('-')
+                .and_then(|(s, _)| s.parse().ok())
+                .ok_or_else(|| BusError::Malformed(format!("stream entry id {id}")))?;
+            events.push(Arc::new(Message {
+                position: Some(Position {
+                    epoch: epoch.clone(),
+                    seq,
+                }),
+                kind: kind.into(),
+                json: Bytes::from(json),
+            }));
+        }
+        // The first event must follow `after` directly, or history was trimmed past it.
+        if events.first().and_then(|m| m.seq()) != Some(after + 1) {
+            return Ok(Replay::Gone);
+        }
+        Ok(Replay::Events(events))
+    }
+
+    async fn head(&self, flow: &FlowId) -> Result<Option<Position>, BusError> {
+        let (meta, _) = self.keys(flow.as_str());
+        let (epoch, seq): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(&meta)
+            .arg("epoch")
+            .arg("seq")
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        match (epoch, seq) {
+            (Some(epoch), Some(seq)) if seq > 0 => Ok(Some(Position {
+                epoch: Epoch::parse(epoch).map_err(|e| BusError::Malformed(e.to_string()))?,
+                seq,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    async fn drop_history(&self, flow: &FlowId) -> Result<(), BusError> {
+        let (meta, stream) = self.keys(flow.as_str());
+        redis::cmd("DEL")
+            .arg(&meta)
+            .arg(&stream)
+            .query_async::<()>(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn publish(&self, event: &Event) -> Result<Position, BusError> {
+        if !event.body.is_sequenced() {
+            return Err(BusError::Invalid(format!(
+                "{} is not a sequenced event",
+                event.type_name()
+            )));
+        }
+        let json = encode(event)?;
+        let flow = event.flow_id.as_str();
+        let (meta, stream) = self.keys(flow);
+        let config = &self.inner.config;
+        let (epoch, seq): (String, u64) = self
+            .inner
+            .script
+            .key(meta)
+            .key(stream)
+            .arg(self.channel(flow))
+            .arg(json)
+            .arg(event.type_name())
+            .arg(new_epoch().as_str())
+            .arg(config.history_len.max(1))
+            .arg(config.history_ttl.as_secs().max(1))
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        Ok(Position {
+            epoch: Epoch::parse(epoch).map_err(|e| BusError::Malformed(e.to_string()))?,
+            seq,
+        })
+    }
+
+    async fn publish_ephemeral(&self, event: &Event) -> Result<(), BusError> {
+        let mut payload = format!("- - {} ", event.type_name()).into_bytes();
+        payload.extend(encode(event)?);
+        redis::cmd("PUBLISH")
+            .arg(self.channel(event.flow_id.as_str()))
+            .arg(payload)
+            .query_async::<()>(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn subscribe(&self, flow: &FlowId) -> Result<Subscription, BusError> {
+        let rx = self
+            .inner
+            .subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(flow.clone())
+            .or_insert_with(|| broadcast::channel(self.inner.config.channel_capacity.max(1)).0)
+            .subscribe();
+        let channel = self.channel(flow.as_str());
+        let guard = Guard {
+            flow: flow.clone(),
+            channel: channel.clone(),
+            subs: self.inner.subs.clone(),
+            control: self.inner.control.clone(),
+        };
+        // Every subscriber waits for Redis to confirm (SUBSCRIBE is idempotent), so none
+        // reads history before live delivery is on.
+        let (ack, confirmed) = oneshot::channel();
+        self.inner
+            .control
+            .send(Control::Subscribe(channel, ack))
+            .map_err(|_| BusError::Invalid("the bus is shut down".into()))?;
+        match tokio::time::timeout(self.inner.config.subscribe_timeout, confirmed).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(BusError::Unavailable(
+                    format!(
+                        "Redis did not confirm the subscription within {:?}",
+                        self.inner.config.subscribe_timeout
+                    )
+                    .into(),
+                ));
+            }
+        }
+        let mut subscription = Subscription::new(
+            flow.clone(),
+            rx,
+            Arc::new(self.clone()),
+            self.inner.stats.clone(),
+            Box::new(guard),
+        );
+        subscription.start_at_head().await?;
+        Ok(subscription)
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// Parses `<epoch> <seq> <type> <json>` (`- -` for ephemeral events).
+fn parse_message(payload: &[u8]) -> Result<Message, BusError> {
+    let bad = || {
+        BusError::Malformed(String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned())
+    };
+    let mut parts = payload.splitn(4, |b| *b == b' ');
+    let (epoch, seq, kind, json) = (
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+    );
+    fn text(b: &[u8]) -> Option<&str> {
+        std::str::from_utf8(b).ok()
+    }
+    let position = match (epoch, seq) {
+        (b"-", b"-") => None,
+        _ => Some(Position {
+            epoch: Epoch::parse(text(epoch).ok_or_else(bad)?).map_err(|_| bad())?,
+            seq: text(seq).ok_or_else(bad)?.parse().map_err(|_| bad())?,
+        }),
+    };
+    Ok(Message {
+        position,
+        kind: text(kind).ok_or_else(bad)?.into(),
+        json: Bytes::copy_from_slice(json),
+    })
+}
+
+/// The one subscriber connection of this process: SUBSCRIBEs flows with local
+/// subscribers, dispatches their messages, reconnects with backoff and then tells every
+/// flow to check history for what it missed.
+async fn run_subscriber(
+    client: redis::Client,
+    subs: Subs,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    prefix: String,
+    connected: watch::Sender<u64>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut waiting: Vec<oneshot::Sender<()>> = vec![];
+    let mut connected_before = false;
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "bus subscriber cannot connect to Redis");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    c = control.recv() => match c {
+                        None => return,
+                        Some(Control::Subscribe(_, ack)) => waiting.push(ack),
+                        Some(Control::Unsubscribe(_)) => {}
+                    },
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let (mut sink, mut stream) = pubsub.split();
+        let channels: Vec<String> = subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|f| format!("{prefix}{f}"))
+            .collect();
+        if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+            continue;
+        }
+        for ack in waiting.drain(..) {
+            let _ = ack.send(());
+        }
+        if connected_before {
+            tracing::info!(flows = channels.len(), "bus subscriber reconnected");
+            for tx in subs.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                let _ = tx.send(Signal::Reconnected);
+            }
+        }
+        connected_before = true;
+        connected.send_modify(|n| *n += 1);
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => dispatch(&subs, &prefix, &msg),
+                    None => break,
+                },
+                c = control.recv() => match c {
+                    None => return,
+                    Some(Control::Subscribe(channel, ack)) => {
+                        if sink.subscribe(&channel).await.is_ok() {
+                            let _ = ack.send(());
+                        } else {
+                            waiting.push(ack);
+                            break;
+                        }
+                    }
+                    Some(Control::Unsubscribe(channel)) => {
+                        if sink.unsubscribe(&channel).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        tracing::warn!("bus subscriber lost its Redis connection");
+    }
+}
+
+fn dispatch(subs: &Subs, prefix: &str, msg: &redis::Msg) {
+    let Some(flow) = msg.get_channel_name().strip_prefix(prefix) else {
+        return;
+    };
+    let message = match parse_message(msg.get_payload_bytes()) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping a malformed bus message");
+            return;
+        }
+    };
+    if let Some(tx) = subs.lock().unwrap_or_else(|p| p.into_inner()).get(flow) {
+        let _ = tx.send(Signal::Message(message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse() {
+        let m = parse_message(br#"abc 7 SYNC_CANVAS {"seq":7,"x":" a b "}"#).unwrap();
+        assert_eq!(
+            m.position.as_ref().map(|p| (p.epoch.as_str(), p.seq)),
+            Some(("abc", 7))
+        );
+        assert_eq!(&*m.kind, "SYNC_CANVAS");
+        assert_eq!(&m.json[..], br#"{"seq":7,"x":" a b "}"#);
+        let m = parse_message(br#"- - PRESENCE {}"#).unwrap();
+        assert_eq!(m.position, None);
+        assert!(parse_message(b"abc 7 X").is_err());
+        assert!(parse_message(b"a-b 7 X {}").is_err());
+        assert!(parse_message(b"abc x X {}").is_err());
+    }
+}
