@@ -46,7 +46,7 @@ pub struct BusConfig {
     /// How long `subscribe` waits for Redis to confirm.
     #[serde(with = "secs")]
     pub subscribe_timeout: Duration,
-    /// Connections in the Redis publish/history pool.
+    /// Multiplexed Redis connections for publish and history (each pipelines many tasks).
     pub pool_size: usize,
 }
 
@@ -58,7 +58,7 @@ impl Default for BusConfig {
             channel_capacity: 4096,
             namespace: String::new(),
             subscribe_timeout: Duration::from_secs(5),
-            pool_size: 16,
+            pool_size: 2,
         }
     }
 }

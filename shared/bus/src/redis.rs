@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_redis::{Pool, Runtime};
 use flowsync_protocol::{Epoch, Event, FlowId};
 use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
@@ -26,8 +26,10 @@ use crate::{
     Subscription, encode, new_epoch,
 };
 
-/// Atomically: the flow's next seq (a new epoch when its meta is gone), the history entry,
-/// the TTLs, the PUBLISH. `ARGV[2]` is the event JSON without `seq`; the script adds it.
+/// Atomically, for a batch of one flow's events: the next seqs (a new epoch when the meta
+/// is gone), a history entry and a PUBLISH per event, the TTLs. `ARGV`: channel, max
+/// length, TTL, a new epoch, then `type, json` per event; the JSON comes without `seq` and
+/// the script adds it. Returns the epoch and the first event's seq.
 const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -35,13 +37,18 @@ if not epoch then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local json = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], seq .. '-0', 't', ARGV[3], 'e', json)
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. ARGV[3] .. ' ' .. json)
-return {epoch, seq}
+local n = (#ARGV - 4) / 2
+local first = redis.call('HINCRBY', KEYS[1], 'seq', n) - n + 1
+for i = 0, n - 1 do
+  local seq = first + i
+  local kind = ARGV[5 + 2 * i]
+  local json = '{"seq":' .. seq .. ',' .. string.sub(ARGV[6 + 2 * i], 2)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', kind, 'e', json)
+  redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. kind .. ' ' .. json)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return {epoch, first}
 "#;
 
 /// Local subscribers per flow: the subscriber task dispatches into these.
@@ -65,8 +72,8 @@ pub struct RedisBus {
 #[derive(Debug)]
 struct Inner {
     config: BusConfig,
-    /// Connections for publish and history.
-    pool: Pool,
+    /// Connections for publish and history (see [`Conns`]).
+    conns: Conns,
     /// The publish script (EVALSHA, reloaded on NOSCRIPT by `redis::Script`).
     script: redis::Script,
     subs: Subs,
@@ -75,7 +82,21 @@ struct Inner {
     stats: Arc<RepairStats>,
     /// How many times the subscriber connection has been (re)established.
     connections: watch::Receiver<u64>,
+    /// Publishes waiting per flow (group commit, see [`RedisBus::flush`]).
+    queues: Mutex<HashMap<FlowId, Vec<Pending>>>,
 }
+
+/// A publish waiting for its flow's next script call.
+#[derive(Debug)]
+struct Pending {
+    kind: &'static str,
+    /// The event JSON without `seq`.
+    json: Vec<u8>,
+    done: oneshot::Sender<Result<Position, String>>,
+}
+
+/// Most events one script call publishes (bounds the script's run time and reply).
+const MAX_BATCH: usize = 256;
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BusError {
     BusError::Unavailable(Box::new(e))
@@ -85,12 +106,8 @@ impl RedisBus {
     /// Connects to Redis at `url` (lazily: an unreachable Redis shows on first use) and
     /// starts the subscriber task on the current tokio runtime.
     pub fn connect(url: &str, config: BusConfig) -> Result<Self, BusError> {
-        let mut pool_config = deadpool_redis::Config::from_url(url);
-        pool_config.pool = Some(deadpool_redis::PoolConfig::new(config.pool_size.max(1)));
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
         let client = redis::Client::open(url).map_err(unavailable)?;
+        let conns = Conns::new(client.clone(), config.pool_size);
         let subs: Subs = Arc::default();
         let (control, rx) = mpsc::unbounded_channel();
         let (connected, connections) = watch::channel(0);
@@ -104,12 +121,13 @@ impl RedisBus {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                pool,
+                conns,
                 script: redis::Script::new(PUBLISH_LUA),
                 subs,
                 control,
                 stats: Arc::new(RepairStats::default()),
                 connections,
+                queues: Mutex::default(),
             }),
         })
     }
@@ -137,8 +155,112 @@ impl RedisBus {
         )
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BusError> {
-        self.inner.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> Result<ConnectionManager, BusError> {
+        self.inner.conns.get().await
+    }
+
+    /// Group commit: publishes the flow's queued events, up to [`MAX_BATCH`] per script
+    /// call, until the queue is empty. One flush per flow at a time keeps the flow's order.
+    async fn flush(self, flow: FlowId) {
+        let (meta, stream) = self.keys(flow.as_str());
+        let channel = self.channel(flow.as_str());
+        let config = &self.inner.config;
+        loop {
+            let batch: Vec<Pending> = {
+                let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+                let queue = queues
+                    .get_mut(&flow)
+                    .expect("the flushing flow has a queue");
+                if queue.is_empty() {
+                    queues.remove(&flow);
+                    return;
+                }
+                let n = queue.len().min(MAX_BATCH);
+                queue.drain(..n).collect()
+            };
+            let mut call = self.inner.script.key(&meta);
+            call.key(&stream)
+                .arg(&channel)
+                .arg(config.history_len.max(1))
+                .arg(config.history_ttl.as_secs().max(1))
+                .arg(new_epoch().as_str());
+            for p in &batch {
+                call.arg(p.kind).arg(&p.json);
+            }
+            let result: Result<(String, u64), String> = match self.conn().await {
+                Ok(mut conn) => call
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let epoch = result.and_then(|(epoch, first)| {
+                Ok((Epoch::parse(epoch).map_err(|e| e.to_string())?, first))
+            });
+            for (i, p) in batch.into_iter().enumerate() {
+                let _ = p.done.send(match &epoch {
+                    Ok((epoch, first)) => Ok(Position {
+                        epoch: epoch.clone(),
+                        seq: first + i as u64,
+                    }),
+                    Err(e) => Err(e.clone()),
+                });
+            }
+        }
+    }
+
+    /// Runs an idempotent command, once more if the connection turned out to be dead (a
+    /// multiplexed connection learns that on use, then reconnects). Publishes are not
+    /// retried here: a lost reply may hide a publish that happened.
+    async fn idempotent<T, F, Fut>(&self, run: F) -> Result<T, BusError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match run(self.conn().await?).await {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+                run(self.conn().await?).await.map_err(unavailable)
+            }
+            other => other.map_err(unavailable),
+        }
+    }
+}
+
+/// A few multiplexed connections, used round-robin. Each pipelines the requests of every
+/// task using it on one socket (one syscall for many publishes, which is what Redis spends
+/// its time on otherwise), and reconnects by itself after Redis comes back. Chosen over a
+/// pool (`deadpool-redis`), where each request holds a connection for a full round trip:
+/// measured 57k vs 41k publishes/s on the 2-core machine.
+#[derive(Debug)]
+struct Conns {
+    client: redis::Client,
+    slots: Vec<tokio::sync::OnceCell<ConnectionManager>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Conns {
+    fn new(client: redis::Client, n: usize) -> Self {
+        Self {
+            client,
+            slots: (0..n.max(1))
+                .map(|_| tokio::sync::OnceCell::new())
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// A connection; the first use of a slot connects it.
+    async fn get(&self) -> Result<ConnectionManager, BusError> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.slots.len();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1);
+        self.slots[i]
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await
+            .cloned()
+            .map_err(unavailable)
     }
 }
 
@@ -176,8 +298,8 @@ impl History for RedisBus {
     ) -> Result<Replay, BusError> {
         let (meta, stream) = self.keys(flow.as_str());
         type Entry = (String, (String, String, String, Vec<u8>));
-        let (current, head, entries): (Option<String>, Option<u64>, Vec<Entry>) = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hget(&meta, "epoch")
             .hget(&meta, "seq")
             .cmd("XRANGE")
@@ -185,10 +307,13 @@ impl History for RedisBus {
             .arg(format!("{}-0", after + 1))
             .arg("+")
             .arg("COUNT")
-            .arg(limit.max(1))
-            .query_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
+            .arg(limit.max(1));
+        let (current, head, entries): (Option<String>, Option<u64>, Vec<Entry>) = self
+            .idempotent(|mut c| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
         let head = head.unwrap_or(0);
         if current.as_deref() != Some(epoch.as_str()) || after > head {
             return Ok(Replay::Gone);
@@ -220,13 +345,14 @@ impl History for RedisBus {
 
     async fn head(&self, flow: &FlowId) -> Result<Option<Position>, BusError> {
         let (meta, _) = self.keys(flow.as_str());
-        let (epoch, seq): (Option<String>, Option<u64>) = redis::cmd("HMGET")
-            .arg(&meta)
-            .arg("epoch")
-            .arg("seq")
-            .query_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&meta).arg("epoch").arg("seq");
+        let (epoch, seq): (Option<String>, Option<u64>) = self
+            .idempotent(|mut c| {
+                let cmd = cmd.clone();
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
         match (epoch, seq) {
             (Some(epoch), Some(seq)) if seq > 0 => Ok(Some(Position {
                 epoch: Epoch::parse(epoch).map_err(|e| BusError::Malformed(e.to_string()))?,
@@ -238,12 +364,13 @@ impl History for RedisBus {
 
     async fn drop_history(&self, flow: &FlowId) -> Result<(), BusError> {
         let (meta, stream) = self.keys(flow.as_str());
-        redis::cmd("DEL")
-            .arg(&meta)
-            .arg(&stream)
-            .query_async::<()>(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(&meta).arg(&stream);
+        self.idempotent(|mut c| {
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<()>(&mut c).await }
+        })
+        .await
     }
 }
 
@@ -256,28 +383,35 @@ impl Bus for RedisBus {
                 event.type_name()
             )));
         }
-        let json = encode(event)?;
-        let flow = event.flow_id.as_str();
-        let (meta, stream) = self.keys(flow);
-        let config = &self.inner.config;
-        let (epoch, seq): (String, u64) = self
-            .inner
-            .script
-            .key(meta)
-            .key(stream)
-            .arg(self.channel(flow))
-            .arg(json)
-            .arg(event.type_name())
-            .arg(new_epoch().as_str())
-            .arg(config.history_len.max(1))
-            .arg(config.history_ttl.as_secs().max(1))
-            .invoke_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
-        Ok(Position {
-            epoch: Epoch::parse(epoch).map_err(|e| BusError::Malformed(e.to_string()))?,
-            seq,
-        })
+        let (done, result) = oneshot::channel();
+        let pending = Pending {
+            kind: event.type_name(),
+            json: encode(event)?,
+            done,
+        };
+        let lead = {
+            let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+            match queues.get_mut(&event.flow_id) {
+                // A flush of this flow is under way: it will take this event too.
+                Some(queue) => {
+                    queue.push(pending);
+                    false
+                }
+                None => {
+                    queues.insert(event.flow_id.clone(), vec![pending]);
+                    true
+                }
+            }
+        };
+        if lead {
+            // In its own task, so a caller that gives up cannot strand the queue.
+            tokio::spawn(self.clone().flush(event.flow_id.clone()));
+        }
+        match result.await {
+            Ok(Ok(position)) => Ok(position),
+            Ok(Err(e)) => Err(BusError::Unavailable(e.into())),
+            Err(_) => Err(BusError::Unavailable("the publish task ended".into())),
+        }
     }
 
     async fn publish_ephemeral(&self, event: &Event) -> Result<(), BusError> {
@@ -338,10 +472,8 @@ impl Bus for RedisBus {
     }
 
     async fn ping(&self) -> Result<(), BusError> {
-        redis::cmd("PING")
-            .query_async::<()>(&mut self.conn().await?)
+        self.idempotent(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
-            .map_err(unavailable)
     }
 }
 

@@ -114,6 +114,7 @@ conformance!(
     resume_replays_then_goes_live_without_duplicates,
     a_lagging_subscriber_is_filled_from_history,
     ephemeral_events_are_live_only,
+    concurrent_publishes_through_one_handle_keep_their_positions,
 );
 
 async fn delivers_in_order_everything_after_subscribe(place: fn(BusConfig) -> Place) {
@@ -419,6 +420,45 @@ async fn ephemeral_events_are_live_only(place: fn(BusConfig) -> Place) {
         "READY is never sequenced on the bus"
     );
     assert!(bus.publish(&presence).await.is_err());
+}
+
+async fn concurrent_publishes_through_one_handle_keep_their_positions(
+    place: fn(BusConfig) -> Place,
+) {
+    let place = place(BusConfig::default());
+    let bus = place.bus();
+    let f = flow("f");
+    let mut sub = place.bus().subscribe(&f).await.unwrap();
+    // Concurrent publishes of one flow through one handle (Redis batches them).
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let bus = bus.clone();
+            let f = f.clone();
+            tokio::spawn(async move {
+                (
+                    bus.publish(&event(&f, &format!("e{i}"))).await.unwrap().seq,
+                    format!("e{i}"),
+                )
+            })
+        })
+        .collect();
+    let mut by_seq = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (seq, chunk) = t.await.unwrap();
+        assert!(by_seq.insert(seq, chunk).is_none(), "seq {seq} given twice");
+    }
+    assert_eq!(
+        by_seq.keys().copied().collect::<Vec<_>>(),
+        (1..=300).collect::<Vec<_>>()
+    );
+    for (want_seq, want_chunk) in by_seq {
+        let item = next(&mut sub).await;
+        assert_eq!(
+            (seq(&item), chunk_of(&item)),
+            (want_seq, want_chunk),
+            "delivered as positioned"
+        );
+    }
 }
 
 /// Kill the Redis under a subscriber and start it again on the same port: the subscriber

@@ -96,6 +96,8 @@ pub struct RedisServer {
     pub port: u16,
     /// The watchdog shell running it.
     child: Child,
+    /// False once [`kill`](Self::kill) stopped it (so dropping it leaves the port alone).
+    running: bool,
 }
 
 impl RedisServer {
@@ -129,7 +131,11 @@ impl RedisServer {
         .collect();
         let mut child = spawn_guarded(program, &args);
         wait_for_port(port, "redis-server", &mut child);
-        Self { port, child }
+        Self {
+            port,
+            child,
+            running: true,
+        }
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -140,11 +146,7 @@ impl RedisServer {
     /// Stops the server at once, dropping every key and connection (like a crash of a Redis
     /// that keeps nothing on disk).
     pub fn kill(&mut self) {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-            let _ = s.write_all(b"SHUTDOWN NOSAVE\r\n");
-            let _ = s.read(&mut [0u8; 64]);
-        }
-        let _ = self.child.wait();
+        self.shutdown();
         // Wait until the port is free again, so a restart can bind it.
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -159,15 +161,30 @@ impl RedisServer {
 
     /// Starts the server again on the same port (empty).
     pub fn restart(&mut self) {
-        // The old watchdog has exited with its server; dropping it is harmless.
+        assert!(!self.running, "kill the server before restarting it");
+        // The old instance is stopped, so dropping it leaves the new server alone.
         *self = Self::start_on(self.port);
+    }
+}
+
+impl RedisServer {
+    /// Asks the server to exit now and waits for its watchdog. (Killing the watchdog with
+    /// SIGKILL instead would skip its trap and orphan the server.)
+    fn shutdown(&mut self) {
+        if !std::mem::replace(&mut self.running, false) {
+            return;
+        }
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.write_all(b"SHUTDOWN NOSAVE\r\n");
+            let _ = s.read(&mut [0u8; 64]);
+        }
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.shutdown();
     }
 }
 
