@@ -13,6 +13,7 @@
 //! - [`error`]: what can go wrong ([`StoreError`]).
 
 pub mod backend;
+mod codec;
 pub mod error;
 pub mod mongo;
 pub mod sqlite;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 use crate::backend::{Append, Backend, NodeRunUpdate};
+use crate::codec::{from_name, json, name, parse};
 
 /// How to reach MongoDB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,26 +128,8 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    Ok(serde_json::to_string(value)?)
-}
-
 fn body<T: DeserializeOwned>(doc: &Document) -> Result<T, StoreError> {
-    let text = doc.get_str("body").map_err(StoreError::corrupt)?;
-    Ok(serde_json::from_str(text)?)
-}
-
-fn name<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    match serde_json::to_value(value)? {
-        serde_json::Value::String(s) => Ok(s),
-        other => Err(StoreError::corrupt(format!("{other} is not a status name"))),
-    }
-}
-
-fn from_name<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    Ok(serde_json::from_value(serde_json::Value::String(
-        s.to_owned(),
-    ))?)
+    parse(doc.get_str("body").map_err(StoreError::corrupt)?)
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {

@@ -16,11 +16,10 @@ use flowsync_protocol::{
     OpId,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::StoreError;
 use crate::backend::{Append, Backend, NodeRunUpdate};
+use crate::codec::{from_name, json, name, parse};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS flows (
@@ -80,28 +79,6 @@ impl SqliteBackend {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    Ok(serde_json::to_string(value)?)
-}
-
-fn parse<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    Ok(serde_json::from_str(text)?)
-}
-
-/// The snake_case wire name of a status enum.
-fn name<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    match serde_json::to_value(value)? {
-        serde_json::Value::String(s) => Ok(s),
-        other => Err(StoreError::corrupt(format!("{other} is not a status name"))),
-    }
-}
-
-fn from_name<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    Ok(serde_json::from_value(serde_json::Value::String(
-        s.to_owned(),
-    ))?)
-}
-
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -131,6 +108,17 @@ fn entries(
 /// `?, ?, …` for an `IN` list of `n` values.
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
+}
+
+/// The arguments of `WHERE flow_id = ? AND … IN (?, …)` over versions.
+fn flow_and_versions(flow: &FlowId, versions: &[u64]) -> Vec<rusqlite::types::Value> {
+    std::iter::once(rusqlite::types::Value::Text(flow.to_string()))
+        .chain(
+            versions
+                .iter()
+                .map(|v| rusqlite::types::Value::Integer(*v as i64)),
+        )
+        .collect()
 }
 
 fn load_execution(conn: &Connection, id: &str) -> Result<Option<Execution>, StoreError> {
@@ -414,33 +402,25 @@ impl Backend for SqliteBackend {
         if versions.is_empty() {
             return Ok(vec![]);
         }
-        let id = flow.clone();
-        let versions: Vec<i64> = versions.iter().map(|v| *v as i64).collect();
-        self.run(move |c| {
-            let sql = format!(
-                "SELECT body FROM flow_log WHERE flow_id = ? AND version IN ({})",
-                placeholders(versions.len())
-            );
-            let args = std::iter::once(rusqlite::types::Value::Text(id.to_string()))
-                .chain(versions.into_iter().map(rusqlite::types::Value::Integer));
-            entries(c, &sql, params_from_iter(args))
-        })
-        .await
+        let sql = format!(
+            "SELECT body FROM flow_log WHERE flow_id = ? AND version IN ({})",
+            placeholders(versions.len())
+        );
+        let args = flow_and_versions(flow, versions);
+        self.run(move |c| entries(c, &sql, params_from_iter(args)))
+            .await
     }
 
     async fn undone_among(&self, flow: &FlowId, versions: &[u64]) -> Result<Vec<u64>, StoreError> {
         if versions.is_empty() {
             return Ok(vec![]);
         }
-        let id = flow.clone();
-        let versions: Vec<i64> = versions.iter().map(|v| *v as i64).collect();
+        let sql = format!(
+            "SELECT undo_of FROM flow_log WHERE flow_id = ? AND undo_of IN ({})",
+            placeholders(versions.len())
+        );
+        let args = flow_and_versions(flow, versions);
         self.run(move |c| {
-            let sql = format!(
-                "SELECT undo_of FROM flow_log WHERE flow_id = ? AND undo_of IN ({})",
-                placeholders(versions.len())
-            );
-            let args = std::iter::once(rusqlite::types::Value::Text(id.to_string()))
-                .chain(versions.into_iter().map(rusqlite::types::Value::Integer));
             let mut stmt = c.prepare(&sql)?;
             let undone = stmt
                 .query_map(params_from_iter(args), |r| r.get::<_, i64>(0))?
