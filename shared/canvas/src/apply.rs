@@ -85,13 +85,23 @@ pub fn apply_batch(canvas: &mut Canvas, batch: &Batch<'_>, env: &mut Env<'_>) ->
         entries: Vec::new(),
     };
     let start_version = canvas.version;
+    // The API answers 413 before this; the domain keeps its own limit all the same.
+    let oversized = (batch.ops.len() > env.limits.max_ops_per_request).then(|| {
+        format!(
+            "the request has {} ops, the limit is {}",
+            batch.ops.len(),
+            env.limits.max_ops_per_request
+        )
+    });
     let mut refused = false;
     for op in batch.ops {
         if (env.already_applied)(&op.op_id) {
             result.outcomes.push(OpOutcome::AlreadyApplied);
             continue;
         }
-        let refusal = if let Some(expected) = batch.if_match.filter(|v| *v != start_version) {
+        let refusal = if let Some(message) = &oversized {
+            Some(Refusal::invalid(message.clone()))
+        } else if let Some(expected) = batch.if_match.filter(|v| *v != start_version) {
             Some(Refusal::new(
                 ConflictReason::VersionMismatch,
                 format!(

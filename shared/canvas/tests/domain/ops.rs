@@ -339,3 +339,24 @@ fn flows_round_trip_and_bad_flows_are_refused() {
     dup.nodes.push(dup.nodes[0].clone());
     assert!(Canvas::from_flow(dup).is_err());
 }
+
+#[test]
+fn oversized_requests_are_refused_whole() {
+    let mut w = World::with_limits(Limits {
+        max_ops_per_request: 2,
+        ..Limits::default()
+    });
+    let r = w.send("u1", vec![add_node("a"), add_node("b"), add_node("c")]);
+    assert!(r.entries.is_empty());
+    assert!(
+        r.refusals()
+            .all(|c| c.reason == ConflictReason::Invalid && c.message.contains("limit is 2"))
+    );
+    assert_eq!(r.refusals().count(), 3);
+    assert_eq!(
+        w.send("u1", vec![add_node("a"), add_node("b")])
+            .entries
+            .len(),
+        2
+    );
+}
