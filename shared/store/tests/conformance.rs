@@ -602,7 +602,7 @@ async fn concurrent_writers_leave_a_gap_free_log(place: &Place) {
                             mv(&op_id, &format!("n{}", (w + i) % WRITERS), i as i64)
                         };
                         // Some ops carry the version this writer last saw: those may conflict.
-                        if let Some(b) = base.filter(|_| i % 3 == 0) {
+                        if let Some(b) = base.filter(|_| i.is_multiple_of(3)) {
                             v["base_version"] = json!(b);
                         }
                         v

@@ -1,0 +1,120 @@
+//! Settings: defaults, then an optional TOML file (`FLOWSYNC_CONFIG`), then environment
+//! variables `FLOWSYNC_<SECTION>__<KEY>` (e.g. `FLOWSYNC_STORE__KIND=mongo`).
+
+use std::path::PathBuf;
+
+use flowsync_auth::AuthConfig;
+use flowsync_bus::BusConfig;
+use flowsync_store::StoreConfig;
+use flowsync_store::mongo::MongoConfig;
+use serde::Deserialize;
+
+/// Everything the API service is configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// Where flows are stored.
+    pub store: StoreBackend,
+    /// How events travel.
+    pub bus: BusBackend,
+    /// Write-path settings and canvas limits.
+    pub write_path: StoreConfig,
+    /// Bus history and channel settings.
+    pub bus_tuning: BusConfig,
+    /// Token checking.
+    pub auth: AuthConfig,
+    /// HTTP limits.
+    pub http: HttpLimits,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            store: StoreBackend::default(),
+            bus: BusBackend::default(),
+            write_path: StoreConfig::default(),
+            bus_tuning: BusConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpLimits::default(),
+        }
+    }
+}
+
+/// The store backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Embedded SQLite in a file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// MongoDB.
+    Mongo(MongoConfig),
+}
+
+impl Default for StoreBackend {
+    fn default() -> Self {
+        Self::Sqlite {
+            path: PathBuf::from("./data/flowsync.db"),
+        }
+    }
+}
+
+/// The bus backend.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BusBackend {
+    /// In process (only when everything runs in one process).
+    #[default]
+    Memory,
+    /// Redis.
+    Redis {
+        /// `redis://host:port`.
+        url: String,
+    },
+}
+
+/// Limits of HTTP requests (DESIGN §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest presence `state`, in bytes.
+    pub max_presence_bytes: usize,
+    /// Longest page of `GET /v1/flows` and `/history`.
+    pub max_page: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_presence_bytes: 4096,
+            max_page: 1000,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Loads the settings: defaults, the file named by `FLOWSYNC_CONFIG`, the environment.
+    pub fn load() -> Result<Self, config::ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Ok(file) = std::env::var("FLOWSYNC_CONFIG") {
+            builder = builder.add_source(config::File::with_name(&file));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("FLOWSYNC")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()
+    }
+}

@@ -1,0 +1,148 @@
+//! Route errors, each with its HTTP status and stable `code` (DESIGN §3 error body).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use flowsync_auth::{AuthError, Denied};
+use flowsync_bus::BusError;
+use flowsync_protocol::{ErrorBody, ParseError};
+use flowsync_store::StoreError;
+
+/// Why a request failed. Validation variants are 4xx; `Unexpected` is 500 and logs its
+/// whole source chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body does not parse; names the field.
+    #[error("{0}")]
+    InvalidBody(ParseError),
+    /// A header, path or query value is not valid.
+    #[error("{message}")]
+    Invalid {
+        /// Stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No or a bad token.
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    /// The token does not allow this.
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
+    /// Nothing there.
+    #[error("{message}")]
+    NotFound {
+        /// Stable code.
+        code: &'static str,
+        /// What is missing.
+        message: String,
+    },
+    /// The flow id is taken.
+    #[error("{0}")]
+    Exists(String),
+    /// Over a size limit.
+    #[error("{message}")]
+    TooLarge {
+        /// Stable code.
+        code: &'static str,
+        /// Which limit.
+        message: String,
+    },
+    /// The store or the bus is down, or the flow too contended: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or corrupt data.
+    #[error("internal error")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 with `code`.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidBody(_) => "invalid_body",
+            Self::Invalid { code, .. }
+            | Self::NotFound { code, .. }
+            | Self::TooLarge { code, .. } => code,
+            Self::Unauthorized(AuthError::Expired) => "token_expired",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::Exists(_) => "flow_exists",
+            Self::Unavailable(_) => "unavailable",
+            Self::Unexpected(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::FlowNotFound(id) => Self::NotFound {
+                code: "flow_not_found",
+                message: format!("flow {id} does not exist"),
+            },
+            StoreError::ExecutionNotFound(id) => Self::NotFound {
+                code: "execution_not_found",
+                message: format!("execution {id} does not exist"),
+            },
+            e @ StoreError::VersionAhead { .. } => Self::NotFound {
+                code: "version_not_found",
+                message: e.to_string(),
+            },
+            StoreError::FlowExists(id) => Self::Exists(format!("flow {id} already exists")),
+            e if e.is_transient() => {
+                tracing::warn!(error = %e, "store unavailable");
+                Self::Unavailable(e.to_string())
+            }
+            e => Self::Unexpected(anyhow::Error::new(e)),
+        }
+    }
+}
+
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> Self {
+        tracing::warn!(error = %e, "bus unavailable");
+        Self::Unavailable(format!("the event bus is unavailable: {e}"))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidBody(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Exists(_) => StatusCode::CONFLICT,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Unexpected(e) = self {
+            tracing::error!(error = ?e, "unexpected error");
+        }
+        let mut body = ErrorBody::new(self.code(), self.to_string());
+        if let Self::InvalidBody(e) = self {
+            body.error
+                .details
+                .insert("path".into(), e.path.clone().into());
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized(_)) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            response.insert_header(("Retry-After", "1"));
+        }
+        response.json(body)
+    }
+}

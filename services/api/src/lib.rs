@@ -1,0 +1,20 @@
+//! The flowsync API service (DESIGN §3, §4): takes intents over HTTP, validates them
+//! against the canvas in the store, persists them and announces the results on the bus.
+//! `POST …/ops` answers `202` with the accepted op ids; whether each op applied reaches
+//! every client, the sender too, as `SYNC_CANVAS` or `CONFLICT` over SSE.
+//!
+//! # Layout
+//! - [`config`]: settings from defaults, a file and `FLOWSYNC_*` variables.
+//! - [`startup`]: `Application::build` binds, `run_until_stopped` serves.
+//! - [`routes`]: the handlers; [`announce`] turns a commit's outcome into events.
+//! - [`caller`]: the token check every flow route goes through.
+//! - [`error`]: route errors with their status and stable code.
+//! - [`telemetry`]: structured logs.
+
+pub mod announce;
+pub mod caller;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,46 @@
+//! `POST /v1/flows/{id}/presence`: ephemeral cursor and selection updates.
+
+use actix_web::{HttpResponse, web};
+use flowsync_auth::Scope;
+use flowsync_protocol::{ConnectionId, EventBody, Presence, PresenceAction};
+use serde::Deserialize;
+
+use super::{flow_id, parse_json, read_body};
+use crate::announce;
+use crate::caller::Caller;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceUpdate {
+    /// The SSE connection this state belongs to (from its `READY`).
+    connection_id: ConnectionId,
+    /// Cursor, selection…
+    state: serde_json::Value,
+}
+
+/// Publishes a `PRESENCE` update (not kept in history) and answers `202`.
+pub(super) async fn post(
+    state: web::Data<AppState>,
+    Caller(caller): Caller,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = flow_id(&path)?;
+    caller.check(&id, Scope::Read)?;
+    let body = read_body(payload, state.limits.max_presence_bytes + 256).await?;
+    let update: PresenceUpdate = parse_json(&body)?;
+    let event = announce::event(
+        &id,
+        &caller.actor,
+        EventBody::Presence(Presence {
+            action: PresenceAction::Update,
+            connection_id: update.connection_id,
+            actor: caller.actor.clone(),
+            state: Some(update.state),
+        }),
+    );
+    state.bus.publish_ephemeral(&event).await?;
+    Ok(HttpResponse::Accepted().finish())
+}

@@ -1,0 +1,680 @@
+//! The API end to end over HTTP, with real backends: embedded (SQLite + in-process bus) and
+//! distributed (MongoDB + Redis from the test kit). Results are observed on the bus, never
+//! in the HTTP response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowsync_api::config::ApiConfig;
+use flowsync_api::startup::Application;
+use flowsync_auth::{AuthConfig, AuthMode, Secret};
+use flowsync_bus::memory::MemoryBus;
+use flowsync_bus::redis::RedisBus;
+use flowsync_bus::{Bus, BusConfig, Item, Subscription};
+use flowsync_protocol::{ConflictReason, Event, EventBody, FlowId};
+use flowsync_store::mongo::{MongoBackend, MongoConfig};
+use flowsync_store::sqlite::SqliteBackend;
+use flowsync_store::{Backend, Store, StoreConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SECRET: &str = "api-test-secret";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug)]
+enum Setup {
+    Embedded,
+    Distributed,
+}
+
+/// Where a test's data lives, so several API instances can share it.
+struct Backends {
+    setup: Setup,
+    dir: tempfile::TempDir,
+    mongo: MongoConfig,
+    bus: BusConfig,
+    memory: MemoryBus,
+}
+
+impl Backends {
+    fn new(setup: Setup) -> Self {
+        Self {
+            setup,
+            dir: tempfile::tempdir().unwrap(),
+            mongo: MongoConfig {
+                uri: flowsync_testkit::mongo().uri.clone(),
+                database: flowsync_testkit::unique_name("api"),
+                ..MongoConfig::default()
+            },
+            bus: BusConfig {
+                namespace: format!("{}:", flowsync_testkit::unique_name("api")),
+                ..BusConfig::default()
+            },
+            memory: MemoryBus::new(BusConfig::default()),
+        }
+    }
+
+    /// A fresh handle on the shared data, as another process would open it.
+    async fn open(&self) -> (Store, Arc<dyn Bus>) {
+        let (backend, bus): (Arc<dyn Backend>, Arc<dyn Bus>) = match self.setup {
+            Setup::Embedded => (
+                Arc::new(SqliteBackend::open(&self.dir.path().join("api.db")).unwrap()),
+                Arc::new(self.memory.clone()),
+            ),
+            Setup::Distributed => (
+                Arc::new(MongoBackend::connect(&self.mongo).await.unwrap()),
+                Arc::new(
+                    RedisBus::connect(&flowsync_testkit::redis().url(), self.bus.clone()).unwrap(),
+                ),
+            ),
+        };
+        (
+            Store::new(backend, StoreConfig::default()).await.unwrap(),
+            bus,
+        )
+    }
+
+    /// Starts an API instance on a free port; returns its base URL.
+    async fn spawn(&self) -> String {
+        let (store, bus) = self.open().await;
+        let config = ApiConfig {
+            listen: "127.0.0.1:0".into(),
+            auth: AuthConfig {
+                mode: AuthMode::Hs256,
+                hs256_secret: Some(Secret::new(SECRET)),
+                ..AuthConfig::default()
+            },
+            ..ApiConfig::default()
+        };
+        let app = Application::with_backends(&config, store, bus).unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        base
+    }
+}
+
+fn token(sub: &str, kind: &str, flows: &[&str], scope: &str) -> String {
+    let claims = json!({"sub": sub, "kind": kind, "flows": flows, "scope": scope,
+                        "exp": chrono::Utc::now().timestamp() + 3600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn admin() -> String {
+    token("admin", "user", &["*"], "read write execute publish")
+}
+
+/// A test's world: backends, one API, an HTTP client.
+struct World {
+    backends: Backends,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl World {
+    async fn new(setup: Setup) -> Self {
+        let backends = Backends::new(setup);
+        let base = backends.spawn().await;
+        Self {
+            backends,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn create_flow(&self, id: &str) -> FlowId {
+        let r = self
+            .post("/v1/flows", &admin(), json!({"id": id, "name": "Flow"}))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        FlowId::parse(id).unwrap()
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn ops(&self, flow: &str, token: &str, ops: Value) -> reqwest::Response {
+        self.post(
+            &format!("/v1/flows/{flow}/ops"),
+            token,
+            json!({"client_id": "tab", "ops": ops}),
+        )
+        .await
+    }
+
+    async fn subscribe(&self, flow: &FlowId) -> Subscription {
+        self.backends.open().await.1.subscribe(flow).await.unwrap()
+    }
+
+    async fn flow(&self, id: &str) -> Value {
+        self.get(&format!("/v1/flows/{id}"), &admin())
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+async fn next_event(sub: &mut Subscription) -> Event {
+    match tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("an event in time")
+        .unwrap()
+        .unwrap()
+    {
+        Item::Message(m) => m.event().unwrap(),
+        Item::Gone => panic!("unexpected Gone"),
+    }
+}
+
+fn add(op_id: &str, node: &str) -> Value {
+    json!({"op_id": op_id, "type": "node.add", "node": {"id": node, "type": "note", "position": {"x": 0, "y": 0}}})
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Setup::Embedded).await; } )*
+        }
+        mod distributed {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Setup::Distributed).await; } )*
+        }
+    };
+}
+
+both!(
+    flows_crud_etags_and_listing,
+    results_travel_on_the_bus_not_in_the_response,
+    three_agents_conflict_end_to_end,
+    a_retried_op_id_applies_once_and_is_announced_again,
+    if_match_and_sequential_batches,
+    auth_and_bad_input_are_answered_synchronously,
+    two_api_instances_keep_a_gap_free_log,
+    presence_updates_are_published,
+);
+
+async fn flows_crud_etags_and_listing(setup: Setup) {
+    let w = World::new(setup).await;
+    let r = w
+        .post(
+            "/v1/flows",
+            &admin(),
+            json!({"id": "f1", "name": "First", "meta": {"k": 1}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["etag"], "W/\"0\"");
+    assert_eq!(r.headers()["location"], "/v1/flows/f1");
+    let r = w
+        .post("/v1/flows", &admin(), json!({"id": "f1", "name": "Again"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "flow_exists"
+    );
+    w.create_flow("f2").await;
+    let made: Value = w
+        .post("/v1/flows", &admin(), json!({"name": "Auto"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(made["id"].as_str().is_some_and(|id| id.len() == 32));
+
+    let r = w.get("/v1/flows/f1", &admin()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let r = w
+        .http
+        .get(format!("{}/v1/flows/f1", w.base))
+        .bearer_auth(admin())
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+
+    let page: Value = w
+        .get("/v1/flows?limit=2", &admin())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["flows"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap();
+    let rest: Value = w
+        .get(&format!("/v1/flows?limit=2&after={next}"), &admin())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["flows"].as_array().unwrap().len(), 1);
+    // A token for f1 lists only f1.
+    let f1_only = token("u", "user", &["f1"], "read");
+    let page: Value = w.get("/v1/flows", &f1_only).await.json().await.unwrap();
+    assert_eq!(
+        page["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["f1"]
+    );
+
+    let mut sub = w.subscribe(&FlowId::parse("f2").unwrap()).await;
+    let r = w
+        .http
+        .delete(format!("{}/v1/flows/f2", w.base))
+        .bearer_auth(admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(next_event(&mut sub).await.type_name(), "FLOW_DELETED");
+    assert_eq!(
+        w.get("/v1/flows/f2", &admin()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let r = w
+        .http
+        .delete(format!("{}/v1/flows/f2", w.base))
+        .bearer_auth(admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(w.get("/healthz", &admin()).await.status(), StatusCode::OK);
+    assert_eq!(w.get("/readyz", &admin()).await.status(), StatusCode::OK);
+}
+
+async fn results_travel_on_the_bus_not_in_the_response(setup: Setup) {
+    let w = World::new(setup).await;
+    let f = w.create_flow("f").await;
+    let mut sub = w.subscribe(&f).await;
+    let agent = token("agent-1", "agent", &["f"], "read write");
+    let r = w
+        .ops("f", &agent, json!([add("o1", "a"), add("o2", "b")]))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": ["o1", "o2"]})
+    );
+    let e = next_event(&mut sub).await;
+    assert_eq!((e.actor.id.as_str(), e.flow_id.as_str()), ("agent-1", "f"));
+    let EventBody::SyncCanvas(sync) = e.body else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (sync.prev_version, sync.version, sync.client_id.as_str()),
+        (0, 2, "tab")
+    );
+    assert_eq!(
+        sync.ops
+            .iter()
+            .map(|o| o.op_id.as_str())
+            .collect::<Vec<_>>(),
+        ["o1", "o2"]
+    );
+
+    let flow = w.flow("f").await;
+    assert_eq!(flow["version"], 2);
+    let at1: Value = w
+        .get("/v1/flows/f?at=1", &admin())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(at1["nodes"].as_array().unwrap().len(), 1);
+    let r = w.get("/v1/flows/f?at=9", &admin()).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "version_not_found"
+    );
+    let history: Value = w
+        .get("/v1/flows/f/history?after=1", &admin())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    assert_eq!(history[0]["op_id"], "o2");
+    assert_eq!(history[0]["actor"]["kind"], "agent");
+}
+
+async fn three_agents_conflict_end_to_end(setup: Setup) {
+    let w = World::new(setup).await;
+    let f = w.create_flow("f").await;
+    w.ops("f", &admin(), json!([add("seed", "n")])).await;
+    let mut sub = w.subscribe(&f).await;
+    let patch = |agent: &str, n: u32, base: u64| json!([{"op_id": format!("{agent}-{n}"), "type": "node.update", "id": "n", "patch": {agent: true}, "base_version": base}]);
+    for agent in ["agent-a", "agent-b", "agent-c"] {
+        let r = w
+            .ops(
+                "f",
+                &token(agent, "agent", &["f"], "read write"),
+                patch(agent, 1, 1),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::ACCEPTED,
+            "a conflict is a result, not an HTTP error"
+        );
+    }
+    let mut losers = vec![];
+    for _ in 0..3 {
+        let e = next_event(&mut sub).await;
+        match e.body {
+            EventBody::SyncCanvas(_) => assert_eq!(e.actor.id.as_str(), "agent-a"),
+            EventBody::Conflict(c) => {
+                assert_eq!(c.reason, ConflictReason::VersionMismatch);
+                losers.push(e.actor.id.to_string());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(losers, ["agent-b", "agent-c"]);
+    for agent in &losers {
+        let version = w.flow("f").await["version"].as_u64().unwrap();
+        w.ops(
+            "f",
+            &token(agent, "agent", &["f"], "read write"),
+            patch(agent, 2, version),
+        )
+        .await;
+        assert!(matches!(
+            next_event(&mut sub).await.body,
+            EventBody::SyncCanvas(_)
+        ));
+    }
+    let node = &w.flow("f").await["nodes"][0]["data"];
+    assert_eq!(
+        *node,
+        json!({"agent-a": true, "agent-b": true, "agent-c": true})
+    );
+}
+
+async fn a_retried_op_id_applies_once_and_is_announced_again(setup: Setup) {
+    let w = World::new(setup).await;
+    let f = w.create_flow("f").await;
+    let mut sub = w.subscribe(&f).await;
+    let ops = json!([add("o1", "a"), {"op_id": "o2", "type": "node.move", "id": "a", "position": {"x": 5, "y": 5}}]);
+    w.ops("f", &admin(), ops.clone()).await;
+    let EventBody::SyncCanvas(first) = next_event(&mut sub).await.body else {
+        panic!()
+    };
+    let r = w.ops("f", &admin(), ops).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for original in &first.ops {
+        let EventBody::SyncCanvas(again) = next_event(&mut sub).await.body else {
+            panic!()
+        };
+        assert_eq!(
+            again.ops,
+            vec![original.clone()],
+            "the original entry, same version"
+        );
+        assert_eq!(
+            (again.prev_version, again.version),
+            (original.version - 1, original.version)
+        );
+    }
+    assert_eq!(w.flow("f").await["version"], 2, "applied once");
+}
+
+async fn if_match_and_sequential_batches(setup: Setup) {
+    let w = World::new(setup).await;
+    let f = w.create_flow("f").await;
+    let mut sub = w.subscribe(&f).await;
+    let r = w
+        .http
+        .post(format!("{}/v1/flows/f/ops", w.base))
+        .bearer_auth(admin())
+        .header("If-Match", "W/\"7\"")
+        .json(&json!({"client_id": "tab", "ops": [add("o1", "a"), add("o2", "b")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for op in ["o1", "o2"] {
+        let EventBody::Conflict(c) = next_event(&mut sub).await.body else {
+            panic!()
+        };
+        assert_eq!(
+            (c.op_id.as_str(), c.reason),
+            (op, ConflictReason::VersionMismatch)
+        );
+    }
+    w.ops(
+        "f",
+        &admin(),
+        json!([add("o3", "a"), add("o4", "a"), add("o5", "c")]),
+    )
+    .await;
+    let EventBody::SyncCanvas(s) = next_event(&mut sub).await.body else {
+        panic!()
+    };
+    assert_eq!(s.ops.len(), 1);
+    for (op, reason) in [
+        ("o4", ConflictReason::Duplicate),
+        ("o5", ConflictReason::Skipped),
+    ] {
+        let EventBody::Conflict(c) = next_event(&mut sub).await.body else {
+            panic!()
+        };
+        assert_eq!((c.op_id.as_str(), c.reason), (op, reason));
+    }
+    assert_eq!(w.flow("f").await["version"], 1);
+}
+
+async fn auth_and_bad_input_are_answered_synchronously(setup: Setup) {
+    let w = World::new(setup).await;
+    w.create_flow("a").await;
+    w.create_flow("b").await;
+    let for_a = token("u", "user", &["a"], "read write");
+    let reader = token("r", "user", &["*"], "read");
+    let code = |v: Value| v["error"]["code"].as_str().unwrap().to_owned();
+    let ops = json!([add("o1", "n")]);
+
+    let r = w
+        .http
+        .post(format!("{}/v1/flows/a/ops", w.base))
+        .json(&json!({"client_id": "t", "ops": ops}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(r.json().await.unwrap()), "unauthorized");
+    assert_eq!(
+        w.ops("a", "garbage", ops.clone()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = w.ops("b", &for_a, ops.clone()).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a token for flow a on flow b"
+    );
+    assert_eq!(
+        w.get("/v1/flows/b", &for_a).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        w.get("/v1/flows/b/history", &for_a).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        w.ops("a", &reader, ops.clone()).await.status(),
+        StatusCode::FORBIDDEN,
+        "read scope cannot write"
+    );
+    assert_eq!(
+        w.post("/v1/flows", &for_a, json!({"name": "x"}))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+
+    let r = w
+        .ops(
+            "a",
+            &for_a,
+            json!([{"op_id": "x", "type": "node.move", "id": "n", "position": {"x": "1", "y": 0}}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_body");
+    assert_eq!(body["error"]["details"]["path"], "ops[0].position.x");
+    let r = w
+        .http
+        .post(format!("{}/v1/flows/a/ops", w.base))
+        .bearer_auth(&for_a)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = w
+        .ops(
+            "a",
+            &for_a,
+            json!([{"op_id": "x", "type": "node.teleport"}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let many: Vec<Value> = (0..1001)
+        .map(|i| add(&format!("m{i}"), &format!("n{i}")))
+        .collect();
+    let r = w.ops("a", &for_a, json!(many)).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code(r.json().await.unwrap()), "too_many_ops");
+    let huge = json!([{"op_id": "h", "type": "node.add", "node": {"type": "t", "position": {"x": 0, "y": 0}, "data": {"x": "y".repeat(2 << 20)}}}]);
+    let r = w.ops("a", &for_a, huge).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code(r.json().await.unwrap()), "body_too_large");
+    let r = w
+        .http
+        .post(format!("{}/v1/flows/a/ops", w.base))
+        .bearer_auth(&for_a)
+        .header("If-Match", "7")
+        .json(&json!({"client_id": "t", "ops": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        w.ops("nope", &admin(), ops.clone()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        w.ops("bad%20id", &admin(), ops.clone()).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        w.get("/v1/nothing", &admin()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // Nothing of the refused requests reached the flows.
+    for f in ["a", "b"] {
+        assert_eq!(w.flow(f).await["version"], 0);
+    }
+}
+
+async fn two_api_instances_keep_a_gap_free_log(setup: Setup) {
+    let w = World::new(setup).await;
+    w.create_flow("hot").await;
+    let second = w.backends.spawn().await;
+    let mut tasks = vec![];
+    for (i, base) in [w.base.clone(), second].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for k in 0..40 {
+                let body = json!({"client_id": format!("c{i}"), "ops": [add(&format!("i{i}-{k}"), &format!("n{i}-{k}"))]});
+                loop {
+                    let r = http.post(format!("{base}/v1/flows/hot/ops")).bearer_auth(admin()).json(&body).send().await.unwrap();
+                    match r.status() {
+                        StatusCode::ACCEPTED => break,
+                        StatusCode::SERVICE_UNAVAILABLE => continue, // retry the same op ids
+                        other => panic!("{other}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let history: Value = w
+        .get("/v1/flows/hot/history?limit=1000", &admin())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let versions: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, (1..=80).collect::<Vec<_>>());
+    assert_eq!(w.flow("hot").await["nodes"].as_array().unwrap().len(), 80);
+}
+
+async fn presence_updates_are_published(setup: Setup) {
+    let w = World::new(setup).await;
+    let f = w.create_flow("f").await;
+    let mut sub = w.subscribe(&f).await;
+    let viewer = token("viewer", "user", &["f"], "read");
+    let r = w
+        .post(
+            "/v1/flows/f/presence",
+            &viewer,
+            json!({"connection_id": "c1", "state": {"cursor": [1, 2]}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let e = next_event(&mut sub).await;
+    assert_eq!(e.seq, None, "presence is not sequenced");
+    let EventBody::Presence(p) = e.body else {
+        panic!()
+    };
+    assert_eq!(
+        (p.actor.id.as_str(), p.state),
+        ("viewer", Some(json!({"cursor": [1, 2]})))
+    );
+    let r = w
+        .post(
+            "/v1/flows/f/presence",
+            &viewer,
+            json!({"connection_id": "c1", "state": "x".repeat(10_000)}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
