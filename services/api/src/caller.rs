@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// Who is calling: every route that touches a flow takes one, so no route skips the token
-/// check (DESIGN §7).
+/// check or the subject's rate limit (DESIGN §7).
 #[derive(Debug)]
 pub struct Caller(pub Principal);
 
@@ -31,12 +31,17 @@ impl FromRequest for Caller {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        ready(
-            state
-                .auth
-                .authenticate(token)
-                .map(Caller)
-                .map_err(ApiError::from),
-        )
+        let result = state
+            .auth
+            .authenticate(token)
+            .map_err(ApiError::from)
+            .and_then(|principal| {
+                state
+                    .limiter
+                    .check(principal.actor.id.as_str())
+                    .map_err(ApiError::RateLimited)?;
+                Ok(Caller(principal))
+            });
+        ready(result)
     }
 }

@@ -88,6 +88,14 @@ pub struct HttpLimits {
     pub max_presence_bytes: usize,
     /// Longest page of `GET /v1/flows` and `/history`.
     pub max_page: usize,
+    /// Requests per second per subject (token `sub`); 0 turns the limit off.
+    pub rate_per_second: u32,
+    /// Requests a subject may send at once above the steady rate.
+    pub rate_burst: u32,
+    /// Presence updates per second per subject; 0 turns the limit off.
+    pub presence_per_second: u32,
+    /// Browser origins allowed by CORS (e.g. `https://app.example.com`); none: no CORS.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpLimits {
@@ -96,6 +104,10 @@ impl Default for HttpLimits {
             max_body_bytes: 1024 * 1024,
             max_presence_bytes: 4096,
             max_page: 1000,
+            rate_per_second: 100,
+            rate_burst: 200,
+            presence_per_second: 30,
+            cors_origins: vec![],
         }
     }
 }

@@ -47,6 +47,9 @@ pub enum ApiError {
         /// Which limit.
         message: String,
     },
+    /// The subject sent too many requests; retry after the wait.
+    #[error("too many requests: retry in {} ms", .0.as_millis())]
+    RateLimited(std::time::Duration),
     /// The store or the bus is down, or the flow too contended: retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -74,6 +77,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::Exists(_) => "flow_exists",
+            Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Unexpected(_) => "internal",
         }
@@ -121,6 +125,7 @@ impl ResponseError for ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Exists(_) => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -140,8 +145,18 @@ impl ResponseError for ApiError {
         if matches!(self, Self::Unauthorized(_)) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        if matches!(self, Self::Unavailable(_)) {
-            response.insert_header(("Retry-After", "1"));
+        match self {
+            Self::Unavailable(_) => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            // Whole seconds, rounded up: a client that waits that long gets through.
+            Self::RateLimited(wait) => {
+                response.insert_header((
+                    "Retry-After",
+                    wait.as_secs_f64().ceil().max(1.0).to_string(),
+                ));
+            }
+            _ => {}
         }
         response.json(body)
     }

@@ -9,12 +9,15 @@
 //! - [`routes`]: the handlers; [`announce`] turns a commit's outcome into events.
 //! - [`caller`]: the token check every flow route goes through.
 //! - [`error`]: route errors with their status and stable code.
+//! - [`limits`]: per-subject rate limits; [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: structured logs.
 
 pub mod announce;
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

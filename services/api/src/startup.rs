@@ -4,7 +4,8 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_cors::Cors;
+use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use flowsync_auth::Authenticator;
@@ -16,6 +17,8 @@ use flowsync_store::sqlite::SqliteBackend;
 use flowsync_store::{Backend, Store};
 
 use crate::config::{ApiConfig, BusBackend, HttpLimits, StoreBackend};
+use crate::limits::Limiter;
+use crate::metrics::Metrics;
 use crate::routes;
 
 /// What every handler shares.
@@ -29,6 +32,12 @@ pub struct AppState {
     pub auth: Authenticator,
     /// HTTP limits.
     pub limits: HttpLimits,
+    /// Requests per subject.
+    pub limiter: Limiter,
+    /// Presence updates per subject.
+    pub presence_limiter: Limiter,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 /// Opens the configured store and bus.
@@ -59,6 +68,23 @@ pub async fn open_backends(config: &ApiConfig) -> anyhow::Result<(Store, Arc<dyn
         ),
     };
     Ok((store, bus))
+}
+
+/// CORS for the configured browser origins only (none: no CORS headers at all).
+fn cors(origins: &[String]) -> Cors {
+    origins
+        .iter()
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([
+            "Authorization",
+            "Content-Type",
+            "If-Match",
+            "If-None-Match",
+            "Last-Event-ID",
+        ])
+        .expose_headers(["ETag", "Location", "Retry-After"])
+        .max_age(3600)
 }
 
 /// The API service, bound and ready to serve.
@@ -93,14 +119,44 @@ impl Application {
             bus,
             auth: Authenticator::new(&config.auth).context("loading auth keys")?,
             limits: config.http.clone(),
+            limiter: Limiter::new(config.http.rate_per_second, config.http.rate_burst),
+            presence_limiter: Limiter::new(
+                config.http.presence_per_second,
+                config.http.presence_per_second,
+            ),
+            metrics: Metrics::new(),
         });
         let listener = TcpListener::bind(&config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let server =
-            HttpServer::new(move || App::new().configure(routes::configure(state.clone())))
-                .listen(listener)?
-                .run();
+        let origins = config.http.cors_origins.clone();
+        let server = HttpServer::new(move || {
+            let metrics = state.metrics.clone();
+            App::new()
+                // Counts every response by route pattern (not raw path: bounded labels).
+                .wrap_fn(move |req, srv| {
+                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let method = req.method().to_string();
+                    let response = srv.call(req);
+                    let metrics = metrics.clone();
+                    async move {
+                        let response = response.await?;
+                        metrics
+                            .requests
+                            .with_label_values(&[
+                                route.as_str(),
+                                method.as_str(),
+                                response.status().as_str(),
+                            ])
+                            .inc();
+                        Ok(response)
+                    }
+                })
+                .wrap(cors(&origins))
+                .configure(routes::configure(state.clone()))
+        })
+        .listen(listener)?
+        .run();
         Ok(Self { port, server })
     }
 

@@ -76,8 +76,13 @@ impl Backends {
 
     /// Starts an API instance on a free port; returns its base URL.
     async fn spawn(&self) -> String {
+        self.spawn_with(|_| {}).await
+    }
+
+    /// Like `spawn`, with settings adjusted first.
+    async fn spawn_with(&self, adjust: impl FnOnce(&mut ApiConfig)) -> String {
         let (store, bus) = self.open().await;
-        let config = ApiConfig {
+        let mut config = ApiConfig {
             listen: "127.0.0.1:0".into(),
             auth: AuthConfig {
                 mode: AuthMode::Hs256,
@@ -86,6 +91,7 @@ impl Backends {
             },
             ..ApiConfig::default()
         };
+        adjust(&mut config);
         let app = Application::with_backends(&config, store, bus).unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
@@ -677,4 +683,102 @@ async fn presence_updates_are_published(setup: Setup) {
         )
         .await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subjects_are_rate_limited_with_retry_after() {
+    let backends = Backends::new(Setup::Embedded);
+    let base = backends
+        .spawn_with(|c| {
+            c.http.rate_per_second = 1;
+            c.http.rate_burst = 3;
+        })
+        .await;
+    let http = reqwest::Client::new();
+    let noisy = token("noisy", "agent", &["*"], "read");
+    for _ in 0..3 {
+        assert_eq!(
+            http.get(format!("{base}/v1/flows"))
+                .bearer_auth(&noisy)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let r = http
+        .get(format!("{base}/v1/flows"))
+        .bearer_auth(&noisy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+    let calm = token("calm", "user", &["*"], "read");
+    assert_eq!(
+        http.get(format!("{base}/v1/flows"))
+            .bearer_auth(&calm)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_only_configured_origins() {
+    let backends = Backends::new(Setup::Embedded);
+    let base = backends
+        .spawn_with(|c| c.http.cors_origins = vec!["https://app.example".into()])
+        .await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{base}/v1/flows/f/ops"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type, if-match",
+            )
+            .send()
+    };
+    let ok = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_op_outcomes() {
+    let w = World::new(Setup::Embedded).await;
+    w.create_flow("f").await;
+    w.ops(
+        "f",
+        &admin(),
+        json!([add("o1", "a"), add("o2", "a"), add("o3", "b")]),
+    )
+    .await;
+    let text = w.get("/metrics", &admin()).await.text().await.unwrap();
+    for line in [
+        "flowsync_api_ops_total{outcome=\"applied\"} 1",
+        "flowsync_api_ops_total{outcome=\"duplicate\"} 1",
+        "flowsync_api_ops_total{outcome=\"skipped\"} 1",
+        "flowsync_api_requests_total{method=\"POST\",route=\"/v1/flows/{flow_id}/ops\",status=\"202\"} 1",
+        "flowsync_api_requests_total{method=\"POST\",route=\"/v1/flows\",status=\"201\"} 1",
+        "flowsync_api_commit_seconds_count 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
 }

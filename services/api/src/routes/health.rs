@@ -22,3 +22,10 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::ServiceUnavailable().json(body)
     }
 }
+
+/// Prometheus text exposition.
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -18,6 +18,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
         cfg.app_data(state)
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
+            .route("/metrics", web::get().to(health::metrics))
             .service(
                 web::scope("/v1/flows")
                     .route("", web::post().to(flows::create))

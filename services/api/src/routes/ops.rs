@@ -45,7 +45,21 @@ pub(super) async fn post(
         if_match,
         ops: request.ops,
     };
+    let timer = state.metrics.commit_seconds.start_timer();
     let outcome = state.store.commit(&id, &commit).await?;
+    timer.observe_duration();
+    let m = &state.metrics;
+    m.commit_retries
+        .inc_by(u64::from(outcome.attempts.saturating_sub(1)));
+    m.ops
+        .with_label_values(&["applied"])
+        .inc_by(outcome.applied.len() as u64);
+    m.ops
+        .with_label_values(&["replayed"])
+        .inc_by(outcome.replayed.len() as u64);
+    for refusal in &outcome.refused {
+        m.ops.with_label_values(&[refusal.reason.as_str()]).inc();
+    }
     // Durable now. If announcing fails the client gets 503 and retries the same op ids,
     // which re-announces them (DESIGN §4).
     announce::outcome(&*state.bus, &id, &commit.actor, &commit.client_id, &outcome).await?;

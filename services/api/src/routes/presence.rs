@@ -29,6 +29,10 @@ pub(super) async fn post(
 ) -> Result<HttpResponse, ApiError> {
     let id = flow_id(&path)?;
     caller.check(&id, Scope::Read)?;
+    state
+        .presence_limiter
+        .check(caller.actor.id.as_str())
+        .map_err(ApiError::RateLimited)?;
     let body = read_body(payload, state.limits.max_presence_bytes + 256).await?;
     let update: PresenceUpdate = parse_json(&body)?;
     let event = announce::event(
