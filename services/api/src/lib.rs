@@ -10,6 +10,7 @@
 //! - [`caller`]: the token check every flow route goes through.
 //! - [`error`]: route errors with their status and stable code.
 //! - [`limits`]: per-subject rate limits; [`metrics`]: Prometheus metrics.
+//! - [`openapi`]: `/openapi.json`, generated from the route table and the wire types.
 //! - [`telemetry`]: structured logs.
 
 pub mod announce;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

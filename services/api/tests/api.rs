@@ -782,3 +782,77 @@ async fn metrics_count_requests_and_op_outcomes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_is_valid_and_lists_every_route() {
+    let w = World::new(Setup::Embedded).await;
+    let doc: Value = w.get("/openapi.json", &admin()).await.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Valid per a real validator (installed into .venv by ./scripts/test).
+    let python =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/test, which installs openapi-spec-validator",
+        python.display()
+    );
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(sys.stdin))"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(doc.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "invalid OpenAPI: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every documented route is served (routes are registered from the same table, so
+    // nothing is served undocumented).
+    let routes = flowsync_api::routes::ROUTES;
+    assert_eq!(routes.len(), 11);
+    for route in routes {
+        assert!(
+            doc["paths"][route.path][route.method].is_object(),
+            "{route:?} missing from the document"
+        );
+        let url = format!("{}{}", w.base, route.path.replace("{flow_id}", "nope"));
+        let method = reqwest::Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
+        let r = w
+            .http
+            .request(method, url)
+            .bearer_auth(admin())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::NOT_FOUND {
+            let body: Value = r.json().await.unwrap_or_default();
+            assert_ne!(
+                body["error"]["code"], "route_not_found",
+                "{route:?} is not served"
+            );
+        }
+    }
+    for name in [
+        "OpsRequest",
+        "Flow",
+        "Event",
+        "ErrorBody",
+        "CreateFlow",
+        "PresenceUpdate",
+        "FlowId",
+    ] {
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "schema {name} missing"
+        );
+    }
+}

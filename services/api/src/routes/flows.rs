@@ -15,9 +15,9 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// The body of `POST /v1/flows`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateFlow {
+pub(crate) struct CreateFlow {
     /// The flow's id; made by the server when absent.
     #[serde(default)]
     id: Option<FlowId>,

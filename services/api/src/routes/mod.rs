@@ -5,6 +5,9 @@ mod health;
 mod ops;
 mod presence;
 
+pub(crate) use flows::CreateFlow;
+pub(crate) use presence::PresenceUpdate;
+
 use actix_web::{HttpResponse, web};
 use bytes_body::read_body;
 use flowsync_protocol::{ErrorBody, FlowId};
@@ -12,24 +15,167 @@ use flowsync_protocol::{ErrorBody, FlowId};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
+/// One documented route: how it is served and how `/openapi.json` describes it. Serving
+/// goes through this table only, so no route is served undocumented.
+#[derive(Clone, Copy)]
+pub struct Route {
+    /// HTTP method, lowercase.
+    pub method: &'static str,
+    /// Path, with `{flow_id}` parameters (the same syntax in actix and OpenAPI).
+    pub path: &'static str,
+    /// One line for the docs.
+    pub summary: &'static str,
+    /// Schema name of the JSON request body, if any.
+    pub body: Option<&'static str>,
+    /// Success status and the schema name of its JSON body, if any.
+    pub ok: (u16, Option<&'static str>),
+    /// Whether a bearer token is required (when auth is on).
+    pub auth: bool,
+    register: fn(&mut web::ServiceConfig),
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+/// Every route of the API.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/healthz",
+        summary: "Alive",
+        body: None,
+        ok: (200, None),
+        auth: false,
+        register: |c| {
+            c.route("/healthz", web::get().to(health::healthz));
+        },
+    },
+    Route {
+        method: "get",
+        path: "/readyz",
+        summary: "Store and bus reachable",
+        body: None,
+        ok: (200, None),
+        auth: false,
+        register: |c| {
+            c.route("/readyz", web::get().to(health::readyz));
+        },
+    },
+    Route {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus metrics",
+        body: None,
+        ok: (200, None),
+        auth: false,
+        register: |c| {
+            c.route("/metrics", web::get().to(health::metrics));
+        },
+    },
+    Route {
+        method: "get",
+        path: "/openapi.json",
+        summary: "This document",
+        body: None,
+        ok: (200, None),
+        auth: false,
+        register: |c| {
+            c.route("/openapi.json", web::get().to(crate::openapi::serve));
+        },
+    },
+    Route {
+        method: "post",
+        path: "/v1/flows",
+        summary: "Create a flow",
+        body: Some("CreateFlow"),
+        ok: (201, Some("Flow")),
+        auth: true,
+        register: |c| {
+            c.route("/v1/flows", web::post().to(flows::create));
+        },
+    },
+    Route {
+        method: "get",
+        path: "/v1/flows",
+        summary: "List flows (cursor `after`, `limit`)",
+        body: None,
+        ok: (200, None),
+        auth: true,
+        register: |c| {
+            c.route("/v1/flows", web::get().to(flows::list));
+        },
+    },
+    Route {
+        method: "get",
+        path: "/v1/flows/{flow_id}",
+        summary: "A flow's state; ETag, If-None-Match, `?at=<version>`",
+        body: None,
+        ok: (200, Some("Flow")),
+        auth: true,
+        register: |c| {
+            c.route("/v1/flows/{flow_id}", web::get().to(flows::get));
+        },
+    },
+    Route {
+        method: "delete",
+        path: "/v1/flows/{flow_id}",
+        summary: "Delete a flow",
+        body: None,
+        ok: (204, None),
+        auth: true,
+        register: |c| {
+            c.route("/v1/flows/{flow_id}", web::delete().to(flows::delete));
+        },
+    },
+    Route {
+        method: "get",
+        path: "/v1/flows/{flow_id}/history",
+        summary: "Applied ops after `after`, at most `limit`",
+        body: None,
+        ok: (200, None),
+        auth: true,
+        register: |c| {
+            c.route("/v1/flows/{flow_id}/history", web::get().to(flows::history));
+        },
+    },
+    Route {
+        method: "post",
+        path: "/v1/flows/{flow_id}/ops",
+        summary: "Send ops; results arrive as SYNC_CANVAS/CONFLICT events",
+        body: Some("OpsRequest"),
+        ok: (202, None),
+        auth: true,
+        register: |c| {
+            c.route("/v1/flows/{flow_id}/ops", web::post().to(ops::post));
+        },
+    },
+    Route {
+        method: "post",
+        path: "/v1/flows/{flow_id}/presence",
+        summary: "Publish my cursor/selection (PRESENCE update)",
+        body: Some("PresenceUpdate"),
+        ok: (202, None),
+        auth: true,
+        register: |c| {
+            c.route(
+                "/v1/flows/{flow_id}/presence",
+                web::post().to(presence::post),
+            );
+        },
+    },
+];
+
 /// Mounts every route with the shared state (also used by the one binary).
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(state)
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
-            .route("/metrics", web::get().to(health::metrics))
-            .service(
-                web::scope("/v1/flows")
-                    .route("", web::post().to(flows::create))
-                    .route("", web::get().to(flows::list))
-                    .route("/{flow_id}", web::get().to(flows::get))
-                    .route("/{flow_id}", web::delete().to(flows::delete))
-                    .route("/{flow_id}/history", web::get().to(flows::history))
-                    .route("/{flow_id}/ops", web::post().to(ops::post))
-                    .route("/{flow_id}/presence", web::post().to(presence::post)),
-            )
-            .default_service(web::to(not_found));
+        cfg.app_data(state);
+        for route in ROUTES {
+            (route.register)(cfg);
+        }
+        cfg.default_service(web::to(not_found));
     }
 }
 

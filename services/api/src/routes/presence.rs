@@ -11,9 +11,9 @@ use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PresenceUpdate {
+pub(crate) struct PresenceUpdate {
     /// The SSE connection this state belongs to (from its `READY`).
     connection_id: ConnectionId,
     /// Cursor, selection…
