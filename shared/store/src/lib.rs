@@ -122,6 +122,69 @@ struct Loaded {
 pub struct Store {
     backend: Arc<dyn Backend>,
     config: Arc<StoreConfig>,
+    /// One commit at a time per flow within this process (see [`Store::commit`]).
+    commit_locks: Arc<CommitLocks>,
+}
+
+/// Which database a process uses (configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Embedded SQLite in a file: the one-binary default.
+    Sqlite {
+        /// The database file (its directory is created when missing).
+        #[serde(default = "default_sqlite_path")]
+        path: std::path::PathBuf,
+    },
+    /// MongoDB, shared by every process of a deployment.
+    Mongo(mongo::MongoConfig),
+}
+
+fn default_sqlite_path() -> std::path::PathBuf {
+    "./data/flowsync.db".into()
+}
+
+impl Default for StoreBackend {
+    fn default() -> Self {
+        Self::Sqlite {
+            path: default_sqlite_path(),
+        }
+    }
+}
+
+impl StoreBackend {
+    /// Connects to (or opens) the database and prepares it (indexes, schema).
+    pub async fn open(&self, config: StoreConfig) -> Result<Store, StoreError> {
+        let backend: Arc<dyn Backend> = match self {
+            Self::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+                }
+                Arc::new(sqlite::SqliteBackend::open(path)?)
+            }
+            Self::Mongo(mongo) => Arc::new(mongo::MongoBackend::connect(mongo).await?),
+        };
+        Store::new(backend, config).await
+    }
+}
+
+/// Per-flow async locks, dropped when no commit holds or waits for them.
+#[derive(Debug, Default)]
+struct CommitLocks(std::sync::Mutex<HashMap<FlowId, Arc<tokio::sync::Mutex<()>>>>);
+
+impl CommitLocks {
+    async fn lock(&self, flow: &FlowId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Keep the map to the flows being committed to right now.
+            if locks.len() > 1024 {
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            locks.entry(flow.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
 }
 
 impl Store {
@@ -131,6 +194,7 @@ impl Store {
         Ok(Self {
             backend,
             config: Arc::new(config),
+            commit_locks: Arc::default(),
         })
     }
 
@@ -178,6 +242,11 @@ impl Store {
             .load(id)
             .await?
             .map(|l| l.canvas.to_flow(l.created_at, l.updated_at)))
+    }
+
+    /// The flow's current version; `None` when it does not exist.
+    pub async fn flow_version(&self, id: &FlowId) -> Result<Option<u64>, StoreError> {
+        Ok(self.load(id).await?.map(|l| l.canvas.version()))
     }
 
     /// The flow as it was at `version` (time travel): the nearest checkpoint at or before it
@@ -262,6 +331,10 @@ impl Store {
         request: &CommitRequest,
     ) -> Result<CommitOutcome, StoreError> {
         let op_ids: Vec<OpId> = request.ops.iter().map(|op| op.op_id.clone()).collect();
+        // Writers of one process take turns on a flow: they would only lose the version
+        // race to each other and retry (a hot flow's retry storm). Races against other
+        // processes are still settled by the log's unique index below.
+        let _turn = self.commit_locks.lock(id).await;
         for attempt in 1..=self.config.max_commit_attempts {
             let mut loaded = self
                 .load(id)
