@@ -1,12 +1,12 @@
 //! Settings: defaults, then an optional TOML file (`FLOWSYNC_CONFIG`), then environment
 //! variables `FLOWSYNC_<SECTION>__<KEY>` (e.g. `FLOWSYNC_STORE__KIND=mongo`).
 
-use std::path::PathBuf;
-
 use flowsync_auth::AuthConfig;
+pub use flowsync_bus::BusBackend;
 use flowsync_bus::BusConfig;
+use flowsync_bus::presence::PresenceConfig;
+pub use flowsync_store::StoreBackend;
 use flowsync_store::StoreConfig;
-use flowsync_store::mongo::MongoConfig;
 use serde::Deserialize;
 
 /// Everything the API service is configured with.
@@ -23,6 +23,8 @@ pub struct ApiConfig {
     pub write_path: StoreConfig,
     /// Bus history and channel settings.
     pub bus_tuning: BusConfig,
+    /// Presence entry lifetime (read by `GET …/presence`).
+    pub presence: PresenceConfig,
     /// Token checking.
     pub auth: AuthConfig,
     /// HTTP limits.
@@ -37,45 +39,11 @@ impl Default for ApiConfig {
             bus: BusBackend::default(),
             write_path: StoreConfig::default(),
             bus_tuning: BusConfig::default(),
+            presence: PresenceConfig::default(),
             auth: AuthConfig::default(),
             http: HttpLimits::default(),
         }
     }
-}
-
-/// The store backend.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum StoreBackend {
-    /// Embedded SQLite in a file.
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// MongoDB.
-    Mongo(MongoConfig),
-}
-
-impl Default for StoreBackend {
-    fn default() -> Self {
-        Self::Sqlite {
-            path: PathBuf::from("./data/flowsync.db"),
-        }
-    }
-}
-
-/// The bus backend.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum BusBackend {
-    /// In process (only when everything runs in one process).
-    #[default]
-    Memory,
-    /// Redis.
-    Redis {
-        /// `redis://host:port`.
-        url: String,
-    },
 }
 
 /// Limits of HTTP requests (DESIGN §7).
@@ -115,7 +83,11 @@ impl Default for HttpLimits {
 impl ApiConfig {
     /// Loads the settings: defaults, the file named by `FLOWSYNC_CONFIG`, the environment.
     pub fn load() -> Result<Self, config::ConfigError> {
-        let mut builder = config::Config::builder();
+        // The backends' kinds default here too, so setting only `FLOWSYNC_STORE__PATH`
+        // (or `__URI` with `__KIND=mongo`) is enough.
+        let mut builder = config::Config::builder()
+            .set_default("store.kind", "sqlite")?
+            .set_default("bus.kind", "memory")?;
         if let Ok(file) = std::env::var("FLOWSYNC_CONFIG") {
             builder = builder.add_source(config::File::with_name(&file));
         }

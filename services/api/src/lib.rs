@@ -11,7 +11,6 @@
 //! - [`error`]: route errors with their status and stable code.
 //! - [`limits`]: per-subject rate limits; [`metrics`]: Prometheus metrics.
 //! - [`openapi`]: `/openapi.json`, generated from the route table and the wire types.
-//! - [`telemetry`]: structured logs.
 
 pub mod announce;
 pub mod caller;
@@ -22,4 +21,3 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod startup;
-pub mod telemetry;

@@ -7,7 +7,7 @@ use flowsync_protocol::{ErrorBody, Event, Execution, Flow, HistoryEntry, OpsRequ
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
-use crate::routes::{CreateFlow, PresenceUpdate, ROUTES};
+use crate::routes::{CreateFlow, PresenceList, PresenceUpdate, ROUTES};
 
 /// The OpenAPI document.
 pub fn document() -> Value {
@@ -23,6 +23,7 @@ pub fn document() -> Value {
     generator.subschema_for::<Execution>();
     generator.subschema_for::<CreateFlow>();
     generator.subschema_for::<PresenceUpdate>();
+    generator.subschema_for::<PresenceList>();
     let schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
 
     let mut paths = Map::new();

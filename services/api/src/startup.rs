@@ -10,13 +10,10 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use flowsync_auth::Authenticator;
 use flowsync_bus::Bus;
-use flowsync_bus::memory::MemoryBus;
-use flowsync_bus::redis::RedisBus;
-use flowsync_store::mongo::MongoBackend;
-use flowsync_store::sqlite::SqliteBackend;
-use flowsync_store::{Backend, Store};
+use flowsync_bus::presence::PresenceSet;
+use flowsync_store::Store;
 
-use crate::config::{ApiConfig, BusBackend, HttpLimits, StoreBackend};
+use crate::config::{ApiConfig, HttpLimits};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::routes;
@@ -28,6 +25,8 @@ pub struct AppState {
     pub store: Store,
     /// Where results are announced.
     pub bus: Arc<dyn Bus>,
+    /// Who is connected (`GET …/presence`).
+    pub presence: Arc<dyn PresenceSet>,
     /// Checks tokens.
     pub auth: Authenticator,
     /// HTTP limits.
@@ -40,34 +39,35 @@ pub struct AppState {
     pub metrics: Metrics,
 }
 
-/// Opens the configured store and bus.
-pub async fn open_backends(config: &ApiConfig) -> anyhow::Result<(Store, Arc<dyn Bus>)> {
-    let backend: Arc<dyn Backend> = match &config.store {
-        StoreBackend::Sqlite { path } => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            Arc::new(
-                SqliteBackend::open(path).with_context(|| format!("opening {}", path.display()))?,
-            )
-        }
-        StoreBackend::Mongo(mongo) => Arc::new(
-            MongoBackend::connect(mongo)
-                .await
-                .context("connecting to MongoDB")?,
-        ),
-    };
-    let store = Store::new(backend, config.write_path.clone())
+/// Opens the configured store, bus and presence set.
+pub async fn open_backends(config: &ApiConfig) -> anyhow::Result<Backends> {
+    let store = config
+        .store
+        .open(config.write_path.clone())
         .await
-        .context("preparing the store")?;
-    let bus: Arc<dyn Bus> = match &config.bus {
-        BusBackend::Memory => Arc::new(MemoryBus::new(config.bus_tuning.clone())),
-        BusBackend::Redis { url } => Arc::new(
-            RedisBus::connect(url, config.bus_tuning.clone()).context("configuring Redis")?,
-        ),
-    };
-    Ok((store, bus))
+        .context("opening the store")?;
+    let (bus, presence) = config
+        .bus
+        .open(&config.bus_tuning, &config.presence)
+        .await
+        .context("configuring the bus")?;
+    Ok(Backends {
+        store,
+        bus,
+        presence,
+    })
+}
+
+/// What the API serves from: opened by [`open_backends`], or by the one binary, which
+/// shares the bus and presence set with the gateway and runner in its process.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Flows and their log.
+    pub store: Store,
+    /// Where results are announced.
+    pub bus: Arc<dyn Bus>,
+    /// Who is connected, as the gateways keep it.
+    pub presence: Arc<dyn PresenceSet>,
 }
 
 /// CORS for the configured browser origins only (none: no CORS headers at all).
@@ -104,19 +104,21 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Opens the backends and binds the listener.
     pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
-        let (store, bus) = open_backends(&config).await?;
-        Self::with_backends(&config, store, bus)
+        let backends = open_backends(&config).await?;
+        Self::with_backends(&config, backends)
     }
 
     /// Binds the listener over backends opened by the caller (tests, the one binary).
-    pub fn with_backends(
-        config: &ApiConfig,
-        store: Store,
-        bus: Arc<dyn Bus>,
-    ) -> anyhow::Result<Self> {
+    pub fn with_backends(config: &ApiConfig, backends: Backends) -> anyhow::Result<Self> {
+        let Backends {
+            store,
+            bus,
+            presence,
+        } = backends;
         let state = web::Data::new(AppState {
             store,
             bus,
+            presence,
             auth: Authenticator::new(&config.auth).context("loading auth keys")?,
             limits: config.http.clone(),
             limiter: Limiter::new(config.http.rate_per_second, config.http.rate_burst),

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowsync_api::config::ApiConfig;
-use flowsync_api::startup::Application;
+use flowsync_api::startup::{self, Application};
 use flowsync_auth::{AuthConfig, AuthMode, Secret};
 use flowsync_bus::memory::MemoryBus;
+use flowsync_bus::presence::{
+    MemoryPresence, PresenceConfig, PresenceEntry, PresenceSet, RedisPresence,
+};
 use flowsync_bus::redis::RedisBus;
 use flowsync_bus::{Bus, BusConfig, Item, Subscription};
-use flowsync_protocol::{ConflictReason, Event, EventBody, FlowId};
+use flowsync_protocol::{Actor, ActorKind, ConflictReason, Event, EventBody, FlowId};
 use flowsync_store::mongo::{MongoBackend, MongoConfig};
 use flowsync_store::sqlite::SqliteBackend;
 use flowsync_store::{Backend, Store, StoreConfig};
@@ -34,6 +37,7 @@ struct Backends {
     mongo: MongoConfig,
     bus: BusConfig,
     memory: MemoryBus,
+    presence: MemoryPresence,
 }
 
 impl Backends {
@@ -51,27 +55,39 @@ impl Backends {
                 ..BusConfig::default()
             },
             memory: MemoryBus::new(BusConfig::default()),
+            presence: MemoryPresence::new(&PresenceConfig::default()),
         }
     }
 
     /// A fresh handle on the shared data, as another process would open it.
-    async fn open(&self) -> (Store, Arc<dyn Bus>) {
-        let (backend, bus): (Arc<dyn Backend>, Arc<dyn Bus>) = match self.setup {
-            Setup::Embedded => (
-                Arc::new(SqliteBackend::open(&self.dir.path().join("api.db")).unwrap()),
-                Arc::new(self.memory.clone()),
-            ),
-            Setup::Distributed => (
-                Arc::new(MongoBackend::connect(&self.mongo).await.unwrap()),
-                Arc::new(
-                    RedisBus::connect(&flowsync_testkit::redis().url(), self.bus.clone()).unwrap(),
+    async fn open(&self) -> startup::Backends {
+        let redis = flowsync_testkit::redis().url();
+        let (backend, bus, presence): (Arc<dyn Backend>, Arc<dyn Bus>, Arc<dyn PresenceSet>) =
+            match self.setup {
+                Setup::Embedded => (
+                    Arc::new(SqliteBackend::open(&self.dir.path().join("api.db")).unwrap()),
+                    Arc::new(self.memory.clone()),
+                    Arc::new(self.presence.clone()),
                 ),
-            ),
-        };
-        (
-            Store::new(backend, StoreConfig::default()).await.unwrap(),
+                Setup::Distributed => (
+                    Arc::new(MongoBackend::connect(&self.mongo).await.unwrap()),
+                    Arc::new(RedisBus::connect(&redis, self.bus.clone()).unwrap()),
+                    Arc::new(
+                        RedisPresence::connect(
+                            &redis,
+                            &self.bus.namespace,
+                            &PresenceConfig::default(),
+                        )
+                        .await
+                        .unwrap(),
+                    ),
+                ),
+            };
+        startup::Backends {
+            store: Store::new(backend, StoreConfig::default()).await.unwrap(),
             bus,
-        )
+            presence,
+        }
     }
 
     /// Starts an API instance on a free port; returns its base URL.
@@ -81,7 +97,7 @@ impl Backends {
 
     /// Like `spawn`, with settings adjusted first.
     async fn spawn_with(&self, adjust: impl FnOnce(&mut ApiConfig)) -> String {
-        let (store, bus) = self.open().await;
+        let backends = self.open().await;
         let mut config = ApiConfig {
             listen: "127.0.0.1:0".into(),
             auth: AuthConfig {
@@ -92,7 +108,7 @@ impl Backends {
             ..ApiConfig::default()
         };
         adjust(&mut config);
-        let app = Application::with_backends(&config, store, bus).unwrap();
+        let app = Application::with_backends(&config, backends).unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         base
@@ -169,7 +185,13 @@ impl World {
     }
 
     async fn subscribe(&self, flow: &FlowId) -> Subscription {
-        self.backends.open().await.1.subscribe(flow).await.unwrap()
+        self.backends
+            .open()
+            .await
+            .bus
+            .subscribe(flow)
+            .await
+            .unwrap()
     }
 
     async fn flow(&self, id: &str) -> Value {
@@ -219,6 +241,7 @@ both!(
     auth_and_bad_input_are_answered_synchronously,
     two_api_instances_keep_a_gap_free_log,
     presence_updates_are_published,
+    presence_lists_the_connections_gateways_recorded,
 );
 
 async fn flows_crud_etags_and_listing(setup: Setup) {
@@ -685,6 +708,49 @@ async fn presence_updates_are_published(setup: Setup) {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
+async fn presence_lists_the_connections_gateways_recorded(setup: Setup) {
+    let w = World::new(setup).await;
+    let f = w.create_flow("f").await;
+    let viewer = token("viewer", "user", &["f"], "read");
+    let r = w.get("/v1/flows/f/presence", &viewer).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"connections": []}));
+    // A gateway records a stream (here directly, through the same presence set).
+    let entry = PresenceEntry {
+        connection_id: "c1".parse().unwrap(),
+        actor: Actor {
+            id: "alice".parse().unwrap(),
+            kind: ActorKind::Agent,
+            name: "Alice".into(),
+        },
+        since: chrono::Utc::now(),
+    };
+    w.backends
+        .open()
+        .await
+        .presence
+        .join(&f, &entry)
+        .await
+        .unwrap();
+    let listed: Value = w
+        .get("/v1/flows/f/presence", &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["connections"][0]["connection_id"], "c1");
+    assert_eq!(listed["connections"][0]["actor"]["kind"], "agent");
+    let stranger = token("s", "user", &["g"], "read");
+    assert_eq!(
+        w.get("/v1/flows/f/presence", &stranger).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        w.get("/v1/flows/nope/presence", &admin()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subjects_are_rate_limited_with_retry_after() {
     let backends = Backends::new(Setup::Embedded);
@@ -818,7 +884,7 @@ async fn openapi_is_valid_and_lists_every_route() {
     // Every documented route is served (routes are registered from the same table, so
     // nothing is served undocumented).
     let routes = flowsync_api::routes::ROUTES;
-    assert_eq!(routes.len(), 11);
+    assert_eq!(routes.len(), 12);
     for route in routes {
         assert!(
             doc["paths"][route.path][route.method].is_object(),

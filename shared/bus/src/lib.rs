@@ -12,9 +12,11 @@
 //! - [`redis`]: the Redis implementation, for several processes (Lua publish, one
 //!   multiplexed subscriber connection per process).
 //! - [`memory`]: the in-process implementation, for the one-binary mode.
-//! - this module: the traits, the message, [`Subscription`].
+//! - [`presence`]: who is connected to each flow, in Redis or in process.
+//! - this module: the traits, the message, [`Subscription`], [`BusBackend`].
 
 pub mod memory;
+pub mod presence;
 pub mod redis;
 
 use std::collections::VecDeque;
@@ -74,6 +76,41 @@ mod secs {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         f64::deserialize(d).map(Duration::from_secs_f64)
+    }
+}
+
+/// Which bus a process uses (configuration).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BusBackend {
+    /// In process: only when API, gateway and runner share one process.
+    #[default]
+    Memory,
+    /// Redis, shared by every process of a deployment.
+    Redis {
+        /// `redis://host:port`.
+        url: String,
+    },
+}
+
+impl BusBackend {
+    /// Opens the bus and the presence set it implies. In-process ones are new and empty:
+    /// a process that runs several services opens them once and shares them.
+    pub async fn open(
+        &self,
+        tuning: &BusConfig,
+        presence: &presence::PresenceConfig,
+    ) -> Result<(Arc<dyn Bus>, Arc<dyn presence::PresenceSet>), BusError> {
+        Ok(match self {
+            Self::Memory => (
+                Arc::new(memory::MemoryBus::new(tuning.clone())),
+                Arc::new(presence::MemoryPresence::new(presence)),
+            ),
+            Self::Redis { url } => (
+                Arc::new(redis::RedisBus::connect(url, tuning.clone())?),
+                Arc::new(presence::RedisPresence::connect(url, &tuning.namespace, presence).await?),
+            ),
+        })
     }
 }
 

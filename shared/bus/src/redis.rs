@@ -98,7 +98,7 @@ struct Pending {
 /// Most events one script call publishes (bounds the script's run time and reply).
 const MAX_BATCH: usize = 256;
 
-fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BusError {
+pub(crate) fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BusError {
     BusError::Unavailable(Box::new(e))
 }
 

@@ -6,7 +6,7 @@ mod ops;
 mod presence;
 
 pub(crate) use flows::CreateFlow;
-pub(crate) use presence::PresenceUpdate;
+pub(crate) use presence::{PresenceList, PresenceUpdate};
 
 use actix_web::{HttpResponse, web};
 use bytes_body::read_body;
@@ -150,6 +150,17 @@ pub const ROUTES: &[Route] = &[
         auth: true,
         register: |c| {
             c.route("/v1/flows/{flow_id}/ops", web::post().to(ops::post));
+        },
+    },
+    Route {
+        method: "get",
+        path: "/v1/flows/{flow_id}/presence",
+        summary: "Who is connected to the flow now, across every gateway",
+        body: None,
+        ok: (200, Some("PresenceList")),
+        auth: true,
+        register: |c| {
+            c.route("/v1/flows/{flow_id}/presence", web::get().to(presence::get));
         },
     },
     Route {

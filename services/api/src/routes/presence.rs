@@ -1,8 +1,11 @@
+//! `GET /v1/flows/{id}/presence`: who is connected (the gateways keep the set);
 //! `POST /v1/flows/{id}/presence`: ephemeral cursor and selection updates.
 
 use actix_web::{HttpResponse, web};
 use flowsync_auth::Scope;
+use flowsync_bus::presence::PresenceEntry;
 use flowsync_protocol::{ConnectionId, EventBody, Presence, PresenceAction};
+use flowsync_store::StoreError;
 use serde::Deserialize;
 
 use super::{flow_id, parse_json, read_body};
@@ -18,6 +21,28 @@ pub(crate) struct PresenceUpdate {
     connection_id: ConnectionId,
     /// Cursor, selection…
     state: serde_json::Value,
+}
+
+/// The answer of `GET …/presence`.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct PresenceList {
+    /// The flow's open SSE connections, oldest first.
+    connections: Vec<PresenceEntry>,
+}
+
+/// Lists the flow's connections.
+pub(super) async fn get(
+    state: web::Data<AppState>,
+    Caller(caller): Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = flow_id(&path)?;
+    caller.check(&id, Scope::Read)?;
+    if state.store.flow_version(&id).await?.is_none() {
+        return Err(StoreError::FlowNotFound(id).into());
+    }
+    let connections = state.presence.list(&id).await?;
+    Ok(HttpResponse::Ok().json(PresenceList { connections }))
 }
 
 /// Publishes a `PRESENCE` update (not kept in history) and answers `202`.

@@ -1,4 +1,4 @@
-//! Logging, set up once per process.
+//! Logging, set up once per process: every binary calls [`init`] first.
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,0 +1,472 @@
+//! Per-flow fan-out. The first stream of a flow starts its [`Hub`]: one bus subscription,
+//! each event framed once, the frame shared (an `Arc`) through a broadcast ring that every
+//! stream of the flow reads; the last stream to leave stops it.
+//!
+//! The ring is each client's bounded queue: it holds `client_queue` frames per flow
+//! whatever the number of clients, and a client that falls further behind than that is
+//! lagging — it is disconnected and resumes from its `Last-Event-ID`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowsync_bus::presence::{PresenceEntry, PresenceSet};
+use flowsync_bus::{Bus, BusError, Item, Message, Position, Subscription};
+use flowsync_protocol::{
+    Actor, ActorId, ActorKind, ConnectionId, Event, EventBody, FlowId, Presence, PresenceAction,
+    Resync,
+};
+use flowsync_store::{Store, StoreError};
+use serde::Deserialize;
+use tokio::sync::{OnceCell, broadcast};
+
+use crate::frame::Frame;
+use crate::metrics::Metrics;
+
+/// What hubs need to run.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Frames kept per flow for clients that are behind (the client queue).
+    pub client_queue: usize,
+    /// How often a `: ping` goes to every stream.
+    pub heartbeat: Duration,
+    /// How often the flow's presence entries are refreshed.
+    pub presence_refresh: Duration,
+    /// Streams of a flow (on this gateway) whose joins and leaves are announced as
+    /// `PRESENCE` events; later ones are only listed. Every announcement goes to every
+    /// stream of the flow, so without a cap N viewers would cost N² deliveries.
+    pub announce_limit: usize,
+}
+
+/// Why a stream cannot join its flow.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The flow does not exist (or was deleted).
+    #[error("flow {0} does not exist")]
+    NotFound(FlowId),
+    /// The bus or the store is down.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<BusError> for JoinError {
+    fn from(e: BusError) -> Self {
+        Self::Unavailable(format!("the event bus is unavailable: {e}"))
+    }
+}
+
+impl From<StoreError> for JoinError {
+    fn from(e: StoreError) -> Self {
+        Self::Unavailable(format!("the store is unavailable: {e}"))
+    }
+}
+
+/// Every flow with a stream in this process.
+#[derive(Debug)]
+pub struct Hubs {
+    bus: Arc<dyn Bus>,
+    store: Store,
+    presence: Arc<dyn PresenceSet>,
+    config: HubConfig,
+    metrics: Metrics,
+    /// Per flow: its hub, once started, and how many streams hold it.
+    entries: Mutex<HashMap<FlowId, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Started by the first joiner; others wait on it.
+    hub: Arc<OnceCell<Arc<Hub>>>,
+    /// Streams that joined or are joining.
+    members: usize,
+}
+
+/// One flow's fan-out.
+#[derive(Debug)]
+pub struct Hub {
+    flow: FlowId,
+    /// The shared ring of frames.
+    tx: broadcast::Sender<Arc<Frame>>,
+    /// What a joiner must read atomically with subscribing to `tx`.
+    state: Mutex<HubState>,
+    /// The task reading the bus; aborted when the last stream leaves.
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+#[derive(Debug)]
+struct HubState {
+    /// The position of the last frame sent on `tx`; every later frame has a later
+    /// position. `None`: no history yet, or unknown since the bus lost events.
+    last: Option<Position>,
+    /// The flow's version as of the last `SYNC_CANVAS` seen (for `READY`).
+    version: u64,
+    /// A `FLOW_DELETED` came and no op since.
+    deleted: bool,
+    /// This process's streams of the flow, refreshed in the presence set.
+    members: HashMap<ConnectionId, Arc<PresenceEntry>>,
+}
+
+/// A stream's place in its flow: the frames to read and where they start.
+#[derive(Debug)]
+pub struct Joined {
+    /// Leaves the flow when dropped.
+    pub membership: Membership,
+    /// Every frame after `head`.
+    pub rx: broadcast::Receiver<Arc<Frame>>,
+    /// The last position before `rx`'s first frame.
+    pub head: Option<Position>,
+    /// The flow's version.
+    pub version: u64,
+}
+
+impl Hubs {
+    /// No flows yet.
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        store: Store,
+        presence: Arc<dyn PresenceSet>,
+        config: HubConfig,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        let hubs = Arc::new(Self {
+            bus,
+            store,
+            presence,
+            config,
+            metrics,
+            entries: Mutex::default(),
+        });
+        tokio::spawn(tick(
+            Arc::downgrade(&hubs),
+            hubs.config.heartbeat,
+            hubs.config.presence_refresh,
+        ));
+        hubs
+    }
+
+    /// The bus (history for resumes).
+    pub fn bus(&self) -> &dyn Bus {
+        &*self.bus
+    }
+
+    /// Joins the flow's hub, starting it for the flow's first stream, and announces the
+    /// stream (presence set and a `PRESENCE` join).
+    pub async fn join(
+        self: &Arc<Self>,
+        flow: &FlowId,
+        entry: PresenceEntry,
+    ) -> Result<Joined, JoinError> {
+        let cell = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let e = entries.entry(flow.clone()).or_insert_with(|| Entry {
+                hub: Arc::default(),
+                members: 0,
+            });
+            e.members += 1;
+            e.hub.clone()
+        };
+        // From here on the count includes us: whatever happens, `Membership` undoes it.
+        let entry = Arc::new(entry);
+        let mut membership = Membership {
+            hubs: self.clone(),
+            flow: flow.clone(),
+            hub: None,
+            entry: entry.clone(),
+            announced: false,
+        };
+        let hub = cell.get_or_try_init(|| self.start(flow)).await?.clone();
+        let (rx, head, version) = {
+            let mut state = hub.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.deleted {
+                return Err(JoinError::NotFound(flow.clone()));
+            }
+            membership.announced = state.members.len() < self.config.announce_limit;
+            state
+                .members
+                .insert(entry.connection_id.clone(), entry.clone());
+            (hub.tx.subscribe(), state.last.clone(), state.version)
+        };
+        membership.hub = Some(hub);
+        if let Err(e) = self.presence.join(flow, &entry).await {
+            tracing::warn!(flow_id = %flow, error = %e, "presence join not recorded");
+        }
+        if membership.announced {
+            self.announce(
+                flow,
+                &entry.actor,
+                &entry.connection_id,
+                PresenceAction::Join,
+            )
+            .await;
+        }
+        Ok(Joined {
+            membership,
+            rx,
+            head,
+            version,
+        })
+    }
+
+    /// Starts a flow's hub: subscribe first, then read the head and the version, so no
+    /// event falls between them.
+    async fn start(self: &Arc<Self>, flow: &FlowId) -> Result<Arc<Hub>, JoinError> {
+        let mut sub = self.bus.subscribe(flow).await?;
+        let last = sub.start_at_head().await?;
+        let version = self
+            .store
+            .flow_version(flow)
+            .await?
+            .ok_or_else(|| JoinError::NotFound(flow.clone()))?;
+        let hub = Arc::new(Hub {
+            flow: flow.clone(),
+            tx: broadcast::channel(self.config.client_queue.max(1)).0,
+            state: Mutex::new(HubState {
+                last,
+                version,
+                deleted: false,
+                members: HashMap::new(),
+            }),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(run(self.clone(), hub.clone(), sub));
+        *hub.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        self.metrics.flows.inc();
+        Ok(hub)
+    }
+
+    /// Publishes a `PRESENCE` join or leave (ephemeral: not kept in history).
+    async fn announce(
+        &self,
+        flow: &FlowId,
+        actor: &Actor,
+        connection: &ConnectionId,
+        action: PresenceAction,
+    ) {
+        let event = Event {
+            body: EventBody::Presence(Presence {
+                action,
+                connection_id: connection.clone(),
+                actor: actor.clone(),
+                state: None,
+            }),
+            flow_id: flow.clone(),
+            seq: None,
+            ts: chrono::Utc::now(),
+            actor: actor.clone(),
+        };
+        if let Err(e) = self.bus.publish_ephemeral(&event).await {
+            tracing::warn!(flow_id = %flow, error = %e, "presence event not published");
+        }
+    }
+}
+
+/// A stream's membership of its flow's hub; dropping it leaves.
+#[derive(Debug)]
+pub struct Membership {
+    hubs: Arc<Hubs>,
+    flow: FlowId,
+    /// Set once joined (a failed join leaves only the count to undo).
+    hub: Option<Arc<Hub>>,
+    /// The stream as listed (shared with the hub's member list).
+    entry: Arc<PresenceEntry>,
+    /// Its join was announced, so its leave will be.
+    announced: bool,
+}
+
+impl Membership {
+    /// The flow.
+    pub fn flow(&self) -> &FlowId {
+        &self.flow
+    }
+
+    /// The stream's connection id.
+    pub fn connection(&self) -> &ConnectionId {
+        &self.entry.connection_id
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let hubs = self.hubs.clone();
+        if let Some(hub) = &self.hub {
+            hub.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .members
+                .remove(&self.entry.connection_id);
+            let (flow, entry) = (self.flow.clone(), self.entry.clone());
+            let announce = hubs.clone();
+            let announced = self.announced;
+            // Leaving is announced in the background: a closing stream must not wait on
+            // Redis. Without a runtime (process exit) the entry simply expires.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = announce.presence.leave(&flow, &entry.connection_id).await {
+                        tracing::warn!(flow_id = %flow, error = %e, "presence leave not recorded");
+                    }
+                    if announced {
+                        announce
+                            .announce(
+                                &flow,
+                                &entry.actor,
+                                &entry.connection_id,
+                                PresenceAction::Leave,
+                            )
+                            .await;
+                    }
+                });
+            }
+        }
+        let mut entries = hubs.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = entries.get_mut(&self.flow) else {
+            return;
+        };
+        entry.members -= 1;
+        if entry.members > 0 {
+            return;
+        }
+        // The last stream of the flow here: stop its hub.
+        if let Some(hub) = entries
+            .remove(&self.flow)
+            .and_then(|e| e.hub.get().cloned())
+        {
+            if let Some(task) = hub.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
+            hubs.metrics.flows.dec();
+        }
+    }
+}
+
+/// The part of a `SYNC_CANVAS` the hub reads: the version it reached.
+#[derive(Deserialize)]
+struct SyncVersion {
+    data: VersionOnly,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u64,
+}
+
+/// The system actor of events the gateway makes.
+pub fn system() -> Actor {
+    Actor {
+        id: ActorId::parse("gateway").expect("valid id"),
+        kind: ActorKind::System,
+        name: "gateway".into(),
+    }
+}
+
+/// A `RESYNC` frame.
+pub fn resync(flow: &FlowId, reason: &str) -> Frame {
+    Frame::event(&Event {
+        body: EventBody::Resync(Resync {
+            reason: reason.into(),
+        }),
+        flow_id: flow.clone(),
+        seq: None,
+        ts: chrono::Utc::now(),
+        actor: system(),
+    })
+}
+
+/// The hub's task: bus → frames → ring. It awaits nothing but the subscription, whose
+/// `next` must not be cancelled midway (it may be filling a gap from history).
+async fn run(hubs: Arc<Hubs>, hub: Arc<Hub>, mut sub: Subscription) {
+    loop {
+        match sub.next().await {
+            Ok(Some(Item::Message(m))) => {
+                hubs.metrics.events_in.inc();
+                hub.send_message(&m);
+            }
+            Ok(Some(Item::Gone)) => {
+                hubs.metrics.resyncs.inc();
+                let mut state = hub.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.last = None;
+                let _ = hub
+                    .tx
+                    .send(Arc::new(resync(&hub.flow, "events were lost on the bus")));
+            }
+            Ok(None) => {
+                tracing::info!(flow_id = %hub.flow, "bus closed; ending the flow's streams");
+                return;
+            }
+            Err(e) => {
+                // History could not be read to fill a gap: the gap is detected again at the
+                // next live event; meanwhile do not spin.
+                tracing::warn!(flow_id = %hub.flow, error = %e, "bus read failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// One task for every flow of the process: a shared `: ping` frame per flow each
+/// heartbeat (no timer per stream), and the presence refresh of every stream.
+async fn tick(hubs: std::sync::Weak<Hubs>, heartbeat: Duration, refresh: Duration) {
+    let mut heartbeat = tokio::time::interval(heartbeat);
+    let mut refresh = tokio::time::interval(refresh);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    refresh.tick().await;
+    let ping = Arc::new(Frame::ping());
+    loop {
+        let ping_now = tokio::select! {
+            _ = heartbeat.tick() => true,
+            _ = refresh.tick() => false,
+        };
+        let Some(hubs) = hubs.upgrade() else { return };
+        let live: Vec<Arc<Hub>> = hubs
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|e| e.hub.get().cloned())
+            .collect();
+        for hub in live {
+            if ping_now {
+                let _ = hub.tx.send(ping.clone());
+                continue;
+            }
+            let entries: Vec<PresenceEntry> = hub
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .members
+                .values()
+                .map(|e| PresenceEntry::clone(e))
+                .collect();
+            if let Err(e) = hubs.presence.refresh(&hub.flow, &entries).await {
+                tracing::warn!(flow_id = %hub.flow, error = %e, "presence refresh failed");
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Frames a bus message once and sends it to every stream of the flow.
+    fn send_message(&self, m: &Message) {
+        let frame = Arc::new(Frame::message(m));
+        let version = match &*m.kind {
+            "SYNC_CANVAS" => serde_json::from_slice::<SyncVersion>(&m.json)
+                .ok()
+                .map(|s| s.data.version),
+            _ => None,
+        };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = version {
+            state.version = state.version.max(v);
+            state.deleted = false;
+        }
+        if &*m.kind == "FLOW_DELETED" {
+            state.deleted = true;
+        }
+        if m.position.is_some() {
+            state.last = m.position.clone();
+        }
+        // Sent under the lock, so a joiner's `head` and its first frame agree.
+        let _ = self.tx.send(frame);
+    }
+}

@@ -1,0 +1,28 @@
+//! flowsync SSE gateway (DESIGN §3 "Events", §5): `GET /v1/flows/{id}/events` for every
+//! browser, agent and worker that follows a flow.
+//!
+//! Each flow with a stream here has one bus subscription; every event is framed as SSE
+//! bytes once and shared by all of the flow's streams through a bounded ring, which is
+//! also each client's queue: a client that falls a whole ring behind is disconnected and
+//! resumes from its `Last-Event-ID` (replayed from the bus history, or `RESYNC` when history
+//! no longer covers it). Streams run on the raw socket once the request head is parsed.
+//!
+//! # Layout
+//! - [`config`]: settings (`FLOWSYNC_*`, like the API's).
+//! - [`server`]: the process: accept, route, authenticate, limit, drain on SIGTERM.
+//! - [`http`]: the request head and short answers.
+//! - [`stream`]: one stream: `READY`, replay, live frames, slow-client policy.
+//! - [`hub`]: per-flow fan-out, presence of the flow's streams, heartbeats.
+//! - [`frame`]: SSE framing and the `?types=` filter.
+//! - [`metrics`]: Prometheus counters.
+
+pub mod config;
+pub mod frame;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod stream;
+
+pub use config::GatewayConfig;
+pub use server::Gateway;

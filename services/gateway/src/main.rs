@@ -1,0 +1,13 @@
+//! The gateway binary: load settings, build, serve until SIGTERM, drain.
+
+use anyhow::Context;
+use flowsync_gateway::{Gateway, GatewayConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    flowsync_telemetry::init();
+    let config = GatewayConfig::load().context("reading the configuration")?;
+    let gateway = Gateway::build(config).await?;
+    tracing::info!(port = gateway.port(), "flowsync gateway listening");
+    gateway.run_until_stopped().await.context("serving")
+}
