@@ -1,0 +1,269 @@
+//! Fan-out: `clients` SSE streams on one channel, events published at a fixed rate;
+//! deliveries/s and publish→client latency. The same generator drives the flowsync gateway
+//! (events published on the Redis bus, as the API does) and nginx + Nchan (events POSTed
+//! to its publisher location), so the two are measured alike. See `bench/fanout.sh`.
+//!
+//! ```sh
+//! sse_fanout flowsync <gateway addr> <redis url> <clients> <rate/s> <seconds> [pids]
+//! sse_fanout nchan    <nginx addr>   -           <clients> <rate/s> <seconds> [pids]
+//! ```
+//!
+//! Each event carries its publish time as `T<ns since the epoch>E` in its payload; each
+//! client finds it in what it reads and records the latency. The optional pids (comma-
+//! separated) are the server's processes, whose CPU time over the run is reported.
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flowsync_bus::redis::RedisBus;
+use flowsync_bus::{Bus, BusConfig};
+use flowsync_protocol::{Actor, ActorKind, Event, EventBody, FlowId, LogStream};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The channel (flow) every client follows.
+const CHANNEL: &str = "fanout";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Flowsync,
+    Nchan,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Total CPU seconds (user + system) of a process so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    anyhow::ensure!(
+        args.len() >= 6,
+        "usage: sse_fanout flowsync|nchan ADDR REDIS_URL|- CLIENTS RATE SECONDS [PID]"
+    );
+    let target = match args[0].as_str() {
+        "flowsync" => Target::Flowsync,
+        "nchan" => Target::Nchan,
+        other => anyhow::bail!("unknown target {other}"),
+    };
+    let addr = args[1].clone();
+    let clients: usize = args[3].parse()?;
+    let rate: f64 = args[4].parse()?;
+    let seconds: f64 = args[5].parse()?;
+    // The server's processes (nginx: master and workers), comma-separated.
+    let pids: Vec<u32> = match args.get(6) {
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        None => vec![],
+    };
+    let cpu_now = || -> Option<f64> {
+        (!pids.is_empty()).then(|| pids.iter().filter_map(|p| cpu_seconds(*p)).sum())
+    };
+
+    let received = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = vec![];
+    let mut hists = vec![];
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
+    for _ in 0..clients {
+        let (addr, received, measuring, ready) = (
+            addr.clone(),
+            received.clone(),
+            measuring.clone(),
+            ready_tx.clone(),
+        );
+        let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+        hists.push(hist.clone());
+        tasks.push(tokio::spawn(async move {
+            subscriber(target, &addr, received, measuring, hist, ready).await
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..clients {
+        ready_rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("a subscriber failed to connect"))?;
+    }
+
+    let publisher = Publisher::new(target, &addr, &args[2])?;
+    // Warm up, then measure a fixed number of events at the offered rate.
+    for _ in 0..20 {
+        publisher.publish().await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    received.store(0, Ordering::SeqCst);
+    measuring.store(true, Ordering::SeqCst);
+    let cpu0 = cpu_now();
+    let total = (rate * seconds).round() as u64;
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0u64;
+    let publisher = Arc::new(publisher);
+    let mut inflight = tokio::task::JoinSet::new();
+    while sent < total {
+        tick.tick().await;
+        let p = publisher.clone();
+        inflight.spawn(async move { p.publish().await });
+        sent += 1;
+        while inflight.len() > 256 {
+            inflight.join_next().await;
+        }
+    }
+    while inflight.join_next().await.is_some() {}
+    let expected = total * clients as u64;
+    // Wait for the deliveries to land (bounded), then stop measuring.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::SeqCst) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_now()) {
+        (Some(a), Some(b)) => format!(", server CPU {:.0}%", (b - a) / elapsed * 100.0),
+        _ => String::new(),
+    };
+    measuring.store(false, Ordering::SeqCst);
+    let got = received.load(Ordering::SeqCst);
+    for t in &tasks {
+        t.abort();
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    for h in hists {
+        hist.add(&*h.lock().unwrap_or_else(|p| p.into_inner()))?;
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e6;
+    println!(
+        "{} clients={clients} offered={rate:.0} msg/s sent={total}: delivered {got}/{expected} in {elapsed:.2} s = {:.0} deliveries/s; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}{cpu}",
+        args[0],
+        got as f64 / elapsed,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        hist.max() as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Publishes events stamped with their publish time.
+enum Publisher {
+    Bus(RedisBus),
+    Http(reqwest::Client, String),
+}
+
+impl Publisher {
+    fn new(target: Target, addr: &str, redis: &str) -> anyhow::Result<Self> {
+        Ok(match target {
+            Target::Flowsync => Self::Bus(RedisBus::connect(redis, BusConfig::default())?),
+            Target::Nchan => Self::Http(
+                reqwest::Client::new(),
+                format!("http://{addr}/pub/{CHANNEL}"),
+            ),
+        })
+    }
+
+    async fn publish(&self) -> anyhow::Result<()> {
+        let stamp = format!("T{}E", now_ns());
+        match self {
+            Self::Bus(bus) => {
+                bus.publish(&Event {
+                    body: EventBody::LogStream(LogStream {
+                        execution_id: "bench".parse()?,
+                        node_id: "n".parse()?,
+                        index: 0,
+                        chunk: stamp,
+                        done: false,
+                    }),
+                    flow_id: FlowId::parse(CHANNEL)?,
+                    seq: None,
+                    ts: chrono::Utc::now(),
+                    actor: Actor {
+                        id: "bench".parse()?,
+                        kind: ActorKind::Worker,
+                        name: "bench".into(),
+                    },
+                })
+                .await?;
+            }
+            Self::Http(http, url) => {
+                // A payload of the same size as flowsync's event JSON.
+                let body = format!(
+                    "{{\"type\":\"LOG_STREAM\",\"data\":{{\"execution_id\":\"bench\",\"node_id\":\"n\",\"index\":0,\"chunk\":\"{stamp}\",\"done\":false}},\"flow_id\":\"{CHANNEL}\",\"ts\":\"2026-01-01T00:00:00.000000000Z\",\"actor\":{{\"id\":\"bench\",\"kind\":\"worker\",\"name\":\"bench\"}}}}"
+                );
+                http.post(url).body(body).send().await?.error_for_status()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One SSE client: counts events and records each one's latency while measuring.
+async fn subscriber(
+    target: Target,
+    addr: &str,
+    received: Arc<AtomicU64>,
+    measuring: Arc<AtomicBool>,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
+    let mut s = TcpStream::connect(addr).await?;
+    let path = match target {
+        Target::Flowsync => format!("/v1/flows/{CHANNEL}/events"),
+        Target::Nchan => format!("/sub/{CHANNEL}"),
+    };
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut carry: Vec<u8> = vec![];
+    let mut announced = false;
+    loop {
+        let n = s.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "stream closed");
+        if !announced {
+            announced = true;
+            let _ = ready.send(()).await;
+        }
+        let now = now_ns();
+        carry.extend_from_slice(&buf[..n]);
+        // Whole lines only: a stamp `T<digits>E` never spans a newline.
+        let Some(last) = carry.iter().rposition(|b| *b == b'\n') else {
+            continue;
+        };
+        if measuring.load(Ordering::Relaxed) {
+            let mut hist = hist.lock().unwrap_or_else(|p| p.into_inner());
+            let lines = &carry[..=last];
+            let mut i = 0;
+            while let Some(t) = lines[i..].iter().position(|b| *b == b'T') {
+                let start = i + t + 1;
+                let digits = lines[start..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                i = start + digits;
+                if digits >= 18 && lines.get(i) == Some(&b'E') {
+                    let sent: u64 = std::str::from_utf8(&lines[start..i])?.parse()?;
+                    hist.record(now.saturating_sub(sent).max(1))?;
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        carry.drain(..=last);
+    }
+}

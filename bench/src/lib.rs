@@ -1,0 +1,45 @@
+//! Helpers shared by the load generators in `src/bin/`.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Resident set size of process `pid`, in KiB (Linux `/proc`).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))
+}
+
+/// Opens an SSE stream with a raw socket and waits for its `READY`; the socket stays open.
+pub async fn open_stream(addr: &str, flow: &str, token: Option<&str>) -> anyhow::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET /v1/flows/{flow}/events HTTP/1.1\r\nHost: bench\r\n{auth}\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(11).any(|w| w == b"event: READ") {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk)).await??;
+        anyhow::ensure!(
+            n > 0,
+            "closed before READY: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    anyhow::ensure!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    Ok(s)
+}
