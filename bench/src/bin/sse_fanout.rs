@@ -190,6 +190,7 @@ impl Publisher {
                     }),
                     flow_id: FlowId::parse(CHANNEL)?,
                     seq: None,
+                    traceparent: None,
                     ts: chrono::Utc::now(),
                     actor: Actor {
                         id: "bench".parse()?,

@@ -66,12 +66,13 @@ fn sync(
     )
 }
 
-/// An event of `flow` by `actor`, now.
+/// An event of `flow` by `actor`, now, carrying the current trace context (if traced).
 pub fn event(flow: &FlowId, actor: &Actor, body: EventBody) -> Event {
     Event {
         body,
         flow_id: flow.clone(),
         seq: None,
+        traceparent: flowsync_telemetry::traceparent(),
         ts: Utc::now(),
         actor: actor.clone(),
     }

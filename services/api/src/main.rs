@@ -6,7 +6,7 @@ use flowsync_api::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    flowsync_telemetry::init();
+    let _telemetry = flowsync_telemetry::init("flowsync-api");
     let config = ApiConfig::load().context("reading the configuration")?;
     let app = Application::build(config).await?;
     tracing::info!(port = app.port(), "flowsync API listening");

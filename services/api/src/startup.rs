@@ -12,6 +12,7 @@ use flowsync_auth::Authenticator;
 use flowsync_bus::Bus;
 use flowsync_bus::presence::PresenceSet;
 use flowsync_store::Store;
+use tracing::Instrument;
 
 use crate::config::{ApiConfig, HttpLimits};
 use crate::limits::Limiter;
@@ -139,10 +140,25 @@ impl Application {
                 .wrap_fn(move |req, srv| {
                     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
                     let method = req.method().to_string();
-                    let response = srv.call(req);
+                    // A span per request, continuing the caller's trace (W3C `traceparent`).
+                    let span = tracing::info_span!(
+                        "request",
+                        http.method = %method,
+                        http.route = %route,
+                        http.status = tracing::field::Empty,
+                    );
+                    if let Some(parent) = req
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        flowsync_telemetry::continue_from(&span, parent);
+                    }
+                    let response = span.in_scope(|| srv.call(req));
                     let metrics = metrics.clone();
                     async move {
                         let response = response.await?;
+                        tracing::Span::current().record("http.status", response.status().as_u16());
                         metrics
                             .requests
                             .with_label_values(&[
@@ -153,6 +169,7 @@ impl Application {
                             .inc();
                         Ok(response)
                     }
+                    .instrument(span)
                 })
                 .wrap(cors(&origins))
                 .configure(routes::configure(state.clone()))

@@ -13,8 +13,7 @@ use std::time::Duration;
 use flowsync_bus::presence::{PresenceEntry, PresenceSet};
 use flowsync_bus::{Bus, BusError, Item, Message, Position, Subscription};
 use flowsync_protocol::{
-    Actor, ActorId, ActorKind, ConnectionId, Event, EventBody, FlowId, Presence, PresenceAction,
-    Resync,
+    Actor, ConnectionId, Event, EventBody, FlowId, Presence, PresenceAction, Resync,
 };
 use flowsync_store::{Store, StoreError};
 use serde::Deserialize;
@@ -251,6 +250,7 @@ impl Hubs {
             }),
             flow_id: flow.clone(),
             seq: None,
+            traceparent: None,
             ts: chrono::Utc::now(),
             actor: actor.clone(),
         };
@@ -338,6 +338,12 @@ impl Drop for Membership {
     }
 }
 
+/// The part of an event the hub reads when traced.
+#[derive(Deserialize)]
+struct Traced {
+    traceparent: Option<String>,
+}
+
 /// The part of a `SYNC_CANVAS` the hub reads: the version it reached.
 #[derive(Deserialize)]
 struct SyncVersion {
@@ -349,15 +355,6 @@ struct VersionOnly {
     version: u64,
 }
 
-/// The system actor of events the gateway makes.
-pub fn system() -> Actor {
-    Actor {
-        id: ActorId::parse("gateway").expect("valid id"),
-        kind: ActorKind::System,
-        name: "gateway".into(),
-    }
-}
-
 /// A `RESYNC` frame.
 pub fn resync(flow: &FlowId, reason: &str) -> Frame {
     Frame::event(&Event {
@@ -366,8 +363,9 @@ pub fn resync(flow: &FlowId, reason: &str) -> Frame {
         }),
         flow_id: flow.clone(),
         seq: None,
+        traceparent: None,
         ts: chrono::Utc::now(),
-        actor: system(),
+        actor: Actor::system(),
     })
 }
 
@@ -446,8 +444,27 @@ async fn tick(hubs: std::sync::Weak<Hubs>, heartbeat: Duration, refresh: Duratio
 }
 
 impl Hub {
-    /// Frames a bus message once and sends it to every stream of the flow.
+    /// Frames a bus message once and sends it to every stream of the flow; when traced,
+    /// within a `fanout` span that continues the trace of the request behind the event.
     fn send_message(&self, m: &Message) {
+        let parent = flowsync_telemetry::enabled()
+            .then(|| serde_json::from_slice::<Traced>(&m.json).ok())
+            .flatten()
+            .and_then(|t| t.traceparent);
+        if let Some(parent) = parent {
+            let span = tracing::info_span!(
+                "fanout",
+                flow_id = %self.flow,
+                event = %m.kind,
+                streams = self.tx.receiver_count(),
+            );
+            flowsync_telemetry::continue_from(&span, &parent);
+            return span.in_scope(|| self.fan_out(m));
+        }
+        self.fan_out(m);
+    }
+
+    fn fan_out(&self, m: &Message) {
         let frame = Arc::new(Frame::message(m));
         let version = match &*m.kind {
             "SYNC_CANVAS" => serde_json::from_slice::<SyncVersion>(&m.json)

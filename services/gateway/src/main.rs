@@ -5,7 +5,7 @@ use flowsync_gateway::{Gateway, GatewayConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    flowsync_telemetry::init();
+    let _telemetry = flowsync_telemetry::init("flowsync-gateway");
     let config = GatewayConfig::load().context("reading the configuration")?;
     let gateway = Gateway::build(config).await?;
     tracing::info!(port = gateway.port(), "flowsync gateway listening");

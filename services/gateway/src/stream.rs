@@ -123,8 +123,9 @@ async fn start<S: AsyncWrite + Unpin>(
         }),
         flow_id: flow.clone(),
         seq: None,
+        traceparent: None,
         ts: chrono::Utc::now(),
-        actor: hub::system(),
+        actor: flowsync_protocol::Actor::system(),
     };
     let mut first = Frame::event(&ready).bytes.to_vec();
     if request.resume.is_some() && !resumed {

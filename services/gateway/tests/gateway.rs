@@ -155,6 +155,7 @@ fn chunk(flow: &FlowId, index: u64, pad: &str) -> Event {
         }),
         flow_id: flow.clone(),
         seq: None,
+        traceparent: None,
         ts: chrono::Utc::now(),
         actor: Actor {
             id: "runner".parse().unwrap(),

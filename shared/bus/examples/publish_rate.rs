@@ -41,6 +41,7 @@ async fn main() {
         }),
         flow_id: FlowId::parse(format!("f{flow}")).unwrap(),
         seq: None,
+        traceparent: None,
         ts: chrono::Utc::now(),
         actor: Actor::system(),
     };

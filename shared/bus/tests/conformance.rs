@@ -61,6 +61,7 @@ fn event(flow: &FlowId, chunk: &str) -> Event {
         }),
         flow_id: flow.clone(),
         seq: None,
+        traceparent: None,
         ts: "2026-01-01T00:00:00Z".parse().unwrap(),
         actor: Actor::system(),
     }

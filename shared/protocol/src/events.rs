@@ -28,6 +28,10 @@ pub struct Event {
     pub ts: DateTime<Utc>,
     /// Who caused it.
     pub actor: Actor,
+    /// The W3C trace context (`traceparent`) of the request that caused it, when traced:
+    /// the gateway continues the trace from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Event {

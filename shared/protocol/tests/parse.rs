@@ -187,6 +187,7 @@ fn events_have_the_documented_shape() {
             kind: ActorKind::Agent,
             name: "Bot".into(),
         },
+        traceparent: None,
     };
     let v = serde_json::to_value(&event).unwrap();
     assert_eq!(
@@ -205,6 +206,7 @@ fn events_have_the_documented_shape() {
     let deleted = Event {
         body: EventBody::FlowDeleted(FlowDeleted {}),
         seq: None,
+        traceparent: None,
         ..event
     };
     let v = serde_json::to_value(&deleted).unwrap();

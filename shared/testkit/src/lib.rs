@@ -250,3 +250,75 @@ fn secantusd() -> PathBuf {
     );
     path
 }
+
+/// A stand-in for something outside the product that receives HTTP posts (an OTLP
+/// collector): answers `200` to every request and keeps the bodies.
+#[derive(Debug, Clone)]
+pub struct HttpSink {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl HttpSink {
+    /// Starts the sink on a free port (a thread per connection; it lives as long as the
+    /// test process).
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+        let keep = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let keep = keep.clone();
+                std::thread::spawn(move || serve_sink(stream, &keep));
+            }
+        });
+        Self { url, bodies }
+    }
+
+    /// Whether any body received so far contains `needle`.
+    pub fn received(&self, needle: &[u8]) -> bool {
+        self.bodies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|b| b.windows(needle.len()).any(|w| w == needle))
+    }
+}
+
+/// Reads requests with `Content-Length` bodies off one connection, answering each.
+fn serve_sink(mut stream: TcpStream, keep: &std::sync::Mutex<Vec<Vec<u8>>>) {
+    let mut buf = vec![];
+    let mut chunk = [0u8; 8192];
+    loop {
+        let Ok(n) = stream.read(&mut chunk) else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            keep.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(buf[end + 4..end + 4 + len].to_vec());
+            buf.drain(..end + 4 + len);
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
