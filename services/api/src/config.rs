@@ -83,22 +83,6 @@ impl Default for HttpLimits {
 impl ApiConfig {
     /// Loads the settings: defaults, the file named by `FLOWSYNC_CONFIG`, the environment.
     pub fn load() -> Result<Self, config::ConfigError> {
-        // The backends' kinds default here too, so setting only `FLOWSYNC_STORE__PATH`
-        // (or `__URI` with `__KIND=mongo`) is enough.
-        let mut builder = config::Config::builder()
-            .set_default("store.kind", "sqlite")?
-            .set_default("bus.kind", "memory")?;
-        if let Ok(file) = std::env::var("FLOWSYNC_CONFIG") {
-            builder = builder.add_source(config::File::with_name(&file));
-        }
-        builder
-            .add_source(
-                config::Environment::with_prefix("FLOWSYNC")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()?
-            .try_deserialize()
+        flowsync_config::load()
     }
 }

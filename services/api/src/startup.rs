@@ -11,6 +11,7 @@ use anyhow::Context;
 use flowsync_auth::Authenticator;
 use flowsync_bus::Bus;
 use flowsync_bus::presence::PresenceSet;
+pub use flowsync_config::Backends;
 use flowsync_store::Store;
 use tracing::Instrument;
 
@@ -42,33 +43,14 @@ pub struct AppState {
 
 /// Opens the configured store, bus and presence set.
 pub async fn open_backends(config: &ApiConfig) -> anyhow::Result<Backends> {
-    let store = config
-        .store
-        .open(config.write_path.clone())
-        .await
-        .context("opening the store")?;
-    let (bus, presence) = config
-        .bus
-        .open(&config.bus_tuning, &config.presence)
-        .await
-        .context("configuring the bus")?;
-    Ok(Backends {
-        store,
-        bus,
-        presence,
-    })
-}
-
-/// What the API serves from: opened by [`open_backends`], or by the one binary, which
-/// shares the bus and presence set with the gateway and runner in its process.
-#[derive(Debug, Clone)]
-pub struct Backends {
-    /// Flows and their log.
-    pub store: Store,
-    /// Where results are announced.
-    pub bus: Arc<dyn Bus>,
-    /// Who is connected, as the gateways keep it.
-    pub presence: Arc<dyn PresenceSet>,
+    Backends::open(
+        &config.store,
+        &config.write_path,
+        &config.bus,
+        &config.bus_tuning,
+        &config.presence,
+    )
+    .await
 }
 
 /// CORS for the configured browser origins only (none: no CORS headers at all).

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use flowsync_auth::{AuthError, Authenticator, Principal, Scope};
 use flowsync_bus::Bus;
-use flowsync_bus::presence::{PresenceEntry, PresenceSet};
+use flowsync_bus::presence::PresenceEntry;
+pub use flowsync_config::Backends;
 use flowsync_protocol::{ActorId, ConnectionId, FlowId};
 use flowsync_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -56,26 +57,24 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the configured store, bus and presence set, and binds the listener.
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let store = config
-            .store
-            .open(config.write_path.clone())
-            .await
-            .context("opening the store")?;
-        let (bus, presence) = config
-            .bus
-            .open(&config.bus_tuning, &config.presence)
-            .await
-            .context("configuring the bus")?;
-        Self::with_backends(&config, store, bus, presence).await
+        let backends = Backends::open(
+            &config.store,
+            &config.write_path,
+            &config.bus,
+            &config.bus_tuning,
+            &config.presence,
+        )
+        .await?;
+        Self::with_backends(&config, backends).await
     }
 
     /// Binds the listener over backends opened by the caller (tests, the one binary).
-    pub async fn with_backends(
-        config: &GatewayConfig,
-        store: Store,
-        bus: Arc<dyn Bus>,
-        presence: Arc<dyn PresenceSet>,
-    ) -> anyhow::Result<Self> {
+    pub async fn with_backends(config: &GatewayConfig, backends: Backends) -> anyhow::Result<Self> {
+        let Backends {
+            store,
+            bus,
+            presence,
+        } = backends;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -520,7 +519,12 @@ mod stream_task_size {
                 .open(&config.bus_tuning, &config.presence)
                 .await
                 .unwrap();
-            let g = super::Gateway::with_backends(&config, store, bus, presence)
+            let backends = super::Backends {
+                store,
+                bus,
+                presence,
+            };
+            let g = super::Gateway::with_backends(&config, backends)
                 .await
                 .unwrap();
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -12,6 +12,7 @@ use flowsync_bus::presence::{PresenceConfig, PresenceSet, RedisPresence};
 use flowsync_bus::redis::RedisBus;
 use flowsync_bus::{Bus, BusConfig};
 use flowsync_gateway::metrics::Metrics;
+use flowsync_gateway::server::Backends;
 use flowsync_gateway::{Gateway, GatewayConfig};
 use flowsync_protocol::{Actor, ActorKind, Event, EventBody, FlowId, LogStream};
 use flowsync_store::sqlite::SqliteBackend;
@@ -120,9 +121,12 @@ impl World {
                 .await
                 .unwrap(),
         );
-        let gateway = Gateway::with_backends(&config, self.store.clone(), bus, presence)
-            .await
-            .unwrap();
+        let backends = Backends {
+            store: self.store.clone(),
+            bus,
+            presence,
+        };
+        let gateway = Gateway::with_backends(&config, backends).await.unwrap();
         let (port, metrics) = (gateway.port(), gateway.metrics());
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(gateway.run(async {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use flowsync_bus::Bus;
 use flowsync_bus::memory::MemoryBus;
 use flowsync_bus::presence::{MemoryPresence, PresenceConfig};
+use flowsync_gateway::server::Backends;
 use flowsync_gateway::{Gateway, GatewayConfig};
 use flowsync_protocol::{Actor, Event, EventBody, FlowId, LogStream};
 use flowsync_store::{NewFlow, StoreBackend, StoreConfig};
@@ -42,14 +43,12 @@ async fn fan_out_continues_the_trace_of_the_event() {
         listen: "127.0.0.1:0".into(),
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::with_backends(
-        &config,
+    let backends = Backends {
         store,
-        Arc::new(bus.clone()),
-        Arc::new(MemoryPresence::new(&PresenceConfig::default())),
-    )
-    .await
-    .unwrap();
+        bus: Arc::new(bus.clone()),
+        presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
+    };
+    let gateway = Gateway::with_backends(&config, backends).await.unwrap();
     let port = gateway.port();
     tokio::spawn(gateway.run(std::future::pending()));
 
