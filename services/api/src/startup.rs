@@ -91,8 +91,18 @@ impl Application {
         Self::with_backends(&config, backends)
     }
 
-    /// Binds the listener over backends opened by the caller (tests, the one binary).
+    /// Binds the listener over backends opened by the caller (tests).
     pub fn with_backends(config: &ApiConfig, backends: Backends) -> anyhow::Result<Self> {
+        Self::with_routes(config, backends, |_| {})
+    }
+
+    /// Like [`with_backends`](Self::with_backends), serving `extra` routes beside the API's
+    /// (the one binary mounts the event streams there).
+    pub fn with_routes(
+        config: &ApiConfig,
+        backends: Backends,
+        extra: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    ) -> anyhow::Result<Self> {
         let Backends {
             store,
             bus,
@@ -154,6 +164,7 @@ impl Application {
                     .instrument(span)
                 })
                 .wrap(cors(&origins))
+                .configure(extra.clone())
                 .configure(routes::configure(state.clone()))
         })
         .listen(listener)?

@@ -89,27 +89,30 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 }
 
 fn head(req: &httparse::Request<'_, '_>) -> Head {
-    let target = req.path.unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut head = Head {
-        method: req.method.unwrap_or("").to_owned(),
-        path: path.to_owned(),
-        query: form_urlencoded::parse(query.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-        ..Head::default()
-    };
-    for h in req.headers.iter() {
-        let value = || String::from_utf8_lossy(h.value).into_owned();
-        if h.name.eq_ignore_ascii_case("authorization") {
-            head.authorization = Some(value());
-        } else if h.name.eq_ignore_ascii_case("last-event-id") {
-            head.last_event_id = Some(value());
-        } else if h.name.eq_ignore_ascii_case("origin") {
-            head.origin = Some(value());
+    Head::from_parts(req.method.unwrap_or(""), req.path.unwrap_or("/"), |name| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    })
+}
+
+impl Head {
+    /// A head parsed by another HTTP server: the method, the request target (path and
+    /// query) and a header lookup by name.
+    pub fn from_parts(method: &str, target: &str, header: impl Fn(&str) -> Option<String>) -> Self {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            authorization: header("authorization"),
+            last_event_id: header("last-event-id"),
+            origin: header("origin"),
         }
     }
-    head
 }
 
 /// A short answer: status, extra headers, body; the connection closes after it.

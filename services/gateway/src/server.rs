@@ -46,6 +46,79 @@ pub struct Shared {
     store: Store,
 }
 
+impl Shared {
+    /// The state of a gateway over `backends`, and the sender that drains it.
+    fn new(
+        config: &GatewayConfig,
+        backends: Backends,
+    ) -> anyhow::Result<(Arc<Self>, watch::Sender<u8>)> {
+        let Backends {
+            store,
+            bus,
+            presence,
+        } = backends;
+        let metrics = Metrics::new();
+        let hubs = Hubs::new(
+            bus.clone(),
+            store.clone(),
+            presence,
+            HubConfig {
+                client_queue: config.sse.client_queue,
+                heartbeat: config.sse.heartbeat,
+                presence_refresh: config.presence.refresh,
+                announce_limit: config.sse.presence_announce_limit,
+            },
+            metrics.clone(),
+        );
+        let (shutdown, rx) = watch::channel(0);
+        let shared = Arc::new(Self {
+            hubs,
+            auth: Authenticator::new(&config.auth).context("loading auth keys")?,
+            config: config.sse.clone(),
+            metrics,
+            shutdown: rx,
+            slots: Slots::default(),
+            bus,
+            store,
+        });
+        Ok((shared, shutdown))
+    }
+}
+
+/// The gateway without a listener of its own, for a process whose HTTP server parses
+/// the request head (the one binary): each request's answer comes back as a byte pipe.
+#[derive(Debug, Clone)]
+pub struct Streams {
+    shared: Arc<Shared>,
+    /// Kept so streams are not told to drain.
+    _shutdown: Arc<watch::Sender<u8>>,
+}
+
+impl Streams {
+    /// A gateway over `backends` (its `listen` setting is not used).
+    pub fn new(config: &GatewayConfig, backends: Backends) -> anyhow::Result<Self> {
+        let (shared, shutdown) = Shared::new(config, backends)?;
+        Ok(Self {
+            shared,
+            _shutdown: Arc::new(shutdown),
+        })
+    }
+
+    /// Serves one request: the returned pipe yields the raw HTTP response (status line,
+    /// headers, then the event stream). Dropping it ends the stream.
+    pub fn serve(&self, head: Head) -> tokio::io::DuplexStream {
+        let (mut mine, theirs) = tokio::io::duplex(64 * 1024);
+        let shared = self.shared.clone();
+        tokio::spawn(async move { serve(&shared, &mut mine, Box::new(head)).await });
+        theirs
+    }
+
+    /// The gateway's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics.clone()
+    }
+}
+
 /// The SSE gateway, bound and ready to serve.
 #[derive(Debug)]
 pub struct Gateway {
@@ -70,38 +143,10 @@ impl Gateway {
 
     /// Binds the listener over backends opened by the caller (tests, the one binary).
     pub async fn with_backends(config: &GatewayConfig, backends: Backends) -> anyhow::Result<Self> {
-        let Backends {
-            store,
-            bus,
-            presence,
-        } = backends;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        let metrics = Metrics::new();
-        let hubs = Hubs::new(
-            bus.clone(),
-            store.clone(),
-            presence,
-            HubConfig {
-                client_queue: config.sse.client_queue,
-                heartbeat: config.sse.heartbeat,
-                presence_refresh: config.presence.refresh,
-                announce_limit: config.sse.presence_announce_limit,
-            },
-            metrics.clone(),
-        );
-        let (shutdown, rx) = watch::channel(0);
-        let shared = Arc::new(Shared {
-            hubs,
-            auth: Authenticator::new(&config.auth).context("loading auth keys")?,
-            config: config.sse.clone(),
-            metrics,
-            shutdown: rx,
-            slots: Slots::default(),
-            bus,
-            store,
-        });
+        let (shared, shutdown) = Shared::new(config, backends)?;
         Ok(Self {
             listener,
             shared,

@@ -1,0 +1,161 @@
+//! flowsync in one process (DESIGN §2 `services/flowsync`): the API and the SSE gateway on
+//! one port, over an embedded SQLite store and the in-process bus — no Redis, no MongoDB.
+//! The flow runner joins it when it lands.
+//!
+//! # Layout
+//! - [`config`]: the one binary's settings (a file, `FLOWSYNC_*` variables, flags).
+//! - this module: [`System::build`] opens the backends once, mounts the event streams into
+//!   the API's HTTP server, and refuses to run without auth beyond loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use anyhow::Context;
+use flowsync_api::config::ApiConfig;
+use flowsync_api::startup::Application;
+use flowsync_auth::AuthMode;
+use flowsync_bus::BusBackend;
+use flowsync_config::Backends;
+use flowsync_gateway::GatewayConfig;
+use flowsync_gateway::http::Head;
+use flowsync_gateway::server::Streams;
+use flowsync_store::StoreBackend;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+
+pub mod config;
+
+pub use config::SystemConfig;
+
+/// The whole system, bound and ready to serve.
+#[derive(Debug)]
+pub struct System {
+    app: Application,
+}
+
+impl System {
+    /// Opens the store under the data directory and the in-process bus, and binds.
+    pub async fn build(config: SystemConfig) -> anyhow::Result<Self> {
+        let addr: SocketAddr = config
+            .listen
+            .parse()
+            .with_context(|| format!("listen address {:?}", config.listen))?;
+        if config.auth.mode == AuthMode::Off && !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to listen on {addr} without auth: set FLOWSYNC_AUTH__MODE (DESIGN §7), or listen on 127.0.0.1"
+            );
+        }
+        let store = StoreBackend::Sqlite {
+            path: config.data_dir.join("flowsync.db"),
+        };
+        let backends = Backends::open(
+            &store,
+            &config.write_path,
+            &BusBackend::Memory,
+            &config.bus_tuning,
+            &config.presence,
+        )
+        .await?;
+        let streams = Streams::new(
+            &GatewayConfig {
+                auth: config.auth.clone(),
+                sse: config.sse.clone(),
+                presence: config.presence.clone(),
+                ..GatewayConfig::default()
+            },
+            backends.clone(),
+        )?;
+        let api = ApiConfig {
+            listen: config.listen.clone(),
+            store,
+            bus: BusBackend::Memory,
+            write_path: config.write_path.clone(),
+            bus_tuning: config.bus_tuning.clone(),
+            presence: config.presence.clone(),
+            auth: config.auth.clone(),
+            http: config.http.clone(),
+        };
+        let streams = web::Data::new(streams);
+        let app = Application::with_routes(&api, backends, move |cfg| {
+            // Every method: the gateway answers those it does not serve (405).
+            cfg.app_data(streams.clone())
+                .route("/v1/flows/{flow_id}/events", web::route().to(events));
+        })?;
+        Ok(Self { app })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.app.port()
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.app.run_until_stopped().await
+    }
+}
+
+/// The data directory's default.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+/// `GET /v1/flows/{id}/events`: the gateway answers into a pipe; its response head becomes
+/// actix's, the rest streams as the body.
+async fn events(req: HttpRequest, streams: web::Data<Streams>) -> HttpResponse {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.path().to_owned(), |p| p.as_str().to_owned());
+    let head = Head::from_parts(req.method().as_str(), &target, |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let mut pipe = streams.serve(head);
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (status, headers, body_start) = loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => return HttpResponse::ServiceUnavailable().finish(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        let mut parsed = [httparse::EMPTY_HEADER; 16];
+        let mut response = httparse::Response::new(&mut parsed);
+        if let Ok(httparse::Status::Complete(len)) = response.parse(&buf) {
+            let headers: Vec<(String, Vec<u8>)> = response
+                .headers
+                .iter()
+                .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                .collect();
+            break (response.code.unwrap_or(500), headers, len);
+        }
+        if buf.len() > 16 * 1024 {
+            return HttpResponse::InternalServerError().finish();
+        }
+    };
+    let status = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    let mut event_stream = false;
+    for (name, value) in &headers {
+        // actix frames the body itself; the gateway's own framing headers do not apply.
+        if ["content-length", "connection"].contains(&name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        event_stream |= value.starts_with(b"text/event-stream");
+        response.insert_header((name.as_str(), value.as_slice()));
+    }
+    let first = bytes::Bytes::copy_from_slice(&buf[body_start..]);
+    if !event_stream {
+        // A short answer: the rest of it, then the gateway closes the pipe.
+        let mut body = first.to_vec();
+        let _ = pipe.read_to_end(&mut body).await;
+        return response.body(body);
+    }
+    let rest = tokio_util::io::ReaderStream::new(pipe);
+    response
+        .streaming(futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(rest))
+}
