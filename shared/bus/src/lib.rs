@@ -13,8 +13,10 @@
 //!   multiplexed subscriber connection per process).
 //! - [`memory`]: the in-process implementation, for the one-binary mode.
 //! - [`presence`]: who is connected to each flow, in Redis or in process.
+//! - [`jobs`]: the execution job queue, a Redis stream or in process.
 //! - this module: the traits, the message, [`Subscription`], [`BusBackend`].
 
+pub mod jobs;
 pub mod memory;
 pub mod presence;
 pub mod redis;
