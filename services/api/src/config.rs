@@ -4,6 +4,7 @@
 use flowsync_auth::AuthConfig;
 pub use flowsync_bus::BusBackend;
 use flowsync_bus::BusConfig;
+use flowsync_bus::jobs::JobsConfig;
 use flowsync_bus::presence::PresenceConfig;
 pub use flowsync_store::StoreBackend;
 use flowsync_store::StoreConfig;
@@ -25,6 +26,8 @@ pub struct ApiConfig {
     pub bus_tuning: BusConfig,
     /// Presence entry lifetime (read by `GET …/presence`).
     pub presence: PresenceConfig,
+    /// The execution job queue.
+    pub jobs: JobsConfig,
     /// Token checking.
     pub auth: AuthConfig,
     /// HTTP limits.
@@ -40,6 +43,7 @@ impl Default for ApiConfig {
             write_path: StoreConfig::default(),
             bus_tuning: BusConfig::default(),
             presence: PresenceConfig::default(),
+            jobs: JobsConfig::default(),
             auth: AuthConfig::default(),
             http: HttpLimits::default(),
         }

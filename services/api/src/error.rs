@@ -47,6 +47,19 @@ pub enum ApiError {
         /// Which limit.
         message: String,
     },
+    /// The flow cannot do what was asked (e.g. run: a cycle); names the node.
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+        /// The node in the way.
+        node: String,
+    },
+    /// The execution has already ended.
+    #[error("{0}")]
+    Finished(String),
     /// The subject sent too many requests; retry after the wait.
     #[error("too many requests: retry in {} ms", .0.as_millis())]
     RateLimited(std::time::Duration),
@@ -77,6 +90,8 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::Exists(_) => "flow_exists",
+            Self::Unprocessable { code, .. } => code,
+            Self::Finished(_) => "execution_finished",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Unexpected(_) => "internal",
@@ -123,7 +138,8 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::Exists(_) => StatusCode::CONFLICT,
+            Self::Exists(_) | Self::Finished(_) => StatusCode::CONFLICT,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -140,6 +156,11 @@ impl ResponseError for ApiError {
             body.error
                 .details
                 .insert("path".into(), e.path.clone().into());
+        }
+        if let Self::Unprocessable { node, .. } = self {
+            body.error
+                .details
+                .insert("node".into(), node.clone().into());
         }
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, Self::Unauthorized(_)) {

@@ -39,11 +39,16 @@ pub fn document() -> Value {
             )
             .into(),
         );
-        if route.path.contains("{flow_id}") {
-            op.insert(
-                "parameters".into(),
-                json!([{"name": "flow_id", "in": "path", "required": true, "schema": {"$ref": "#/components/schemas/FlowId"}}]),
-            );
+        let parameters: Vec<Value> = [("flow_id", "FlowId"), ("execution_id", "ExecutionId")]
+            .iter()
+            .filter(|(name, _)| route.path.contains(&format!("{{{name}}}")))
+            .map(|(name, schema)| {
+                json!({"name": name, "in": "path", "required": true,
+                       "schema": {"$ref": format!("#/components/schemas/{schema}")}})
+            })
+            .collect();
+        if !parameters.is_empty() {
+            op.insert("parameters".into(), parameters.into());
         }
         if let Some(body) = route.body {
             op.insert(

@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use flowsync_auth::Authenticator;
 use flowsync_bus::Bus;
+use flowsync_bus::jobs::JobQueue;
 use flowsync_bus::presence::PresenceSet;
 pub use flowsync_config::Backends;
 use flowsync_store::Store;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     /// Who is connected (`GET …/presence`).
     pub presence: Arc<dyn PresenceSet>,
+    /// Where executions are queued for the runners.
+    pub jobs: Arc<dyn JobQueue>,
     /// Checks tokens.
     pub auth: Authenticator,
     /// HTTP limits.
@@ -49,6 +52,7 @@ pub async fn open_backends(config: &ApiConfig) -> anyhow::Result<Backends> {
         &config.bus,
         &config.bus_tuning,
         &config.presence,
+        &config.jobs,
     )
     .await
 }
@@ -107,11 +111,13 @@ impl Application {
             store,
             bus,
             presence,
+            jobs,
         } = backends;
         let state = web::Data::new(AppState {
             store,
             bus,
             presence,
+            jobs,
             auth: Authenticator::new(&config.auth).context("loading auth keys")?,
             limits: config.http.clone(),
             limiter: Limiter::new(config.http.rate_per_second, config.http.rate_burst),

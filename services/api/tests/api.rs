@@ -8,6 +8,7 @@ use std::time::Duration;
 use flowsync_api::config::ApiConfig;
 use flowsync_api::startup::{self, Application};
 use flowsync_auth::{AuthConfig, AuthMode, Secret};
+use flowsync_bus::jobs::{JobQueue, JobsConfig, MemoryJobs, RedisJobs};
 use flowsync_bus::memory::MemoryBus;
 use flowsync_bus::presence::{
     MemoryPresence, PresenceConfig, PresenceEntry, PresenceSet, RedisPresence,
@@ -38,6 +39,7 @@ struct Backends {
     bus: BusConfig,
     memory: MemoryBus,
     presence: MemoryPresence,
+    jobs: MemoryJobs,
 }
 
 impl Backends {
@@ -56,6 +58,7 @@ impl Backends {
             },
             memory: MemoryBus::new(BusConfig::default()),
             presence: MemoryPresence::new(&PresenceConfig::default()),
+            jobs: MemoryJobs::new(&JobsConfig::default()),
         }
     }
 
@@ -83,10 +86,17 @@ impl Backends {
                     ),
                 ),
             };
+        let jobs: Arc<dyn JobQueue> = match self.setup {
+            Setup::Embedded => Arc::new(self.jobs.clone()),
+            Setup::Distributed => Arc::new(
+                RedisJobs::connect(&redis, &self.bus.namespace, &JobsConfig::default()).unwrap(),
+            ),
+        };
         startup::Backends {
             store: Store::new(backend, StoreConfig::default()).await.unwrap(),
             bus,
             presence,
+            jobs,
         }
     }
 
@@ -884,7 +894,7 @@ async fn openapi_is_valid_and_lists_every_route() {
     // Every documented route is served (routes are registered from the same table, so
     // nothing is served undocumented).
     let routes = flowsync_api::routes::ROUTES;
-    assert_eq!(routes.len(), 12);
+    assert_eq!(routes.len(), 17);
     for route in routes {
         assert!(
             doc["paths"][route.path][route.method].is_object(),

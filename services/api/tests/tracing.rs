@@ -50,6 +50,7 @@ async fn requests_continue_the_callers_trace_onto_events_and_export_spans() {
             store,
             bus: Arc::new(bus.clone()),
             presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
+            jobs: Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
         },
     )
     .unwrap();

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use flowsync_api::config::HttpLimits;
 use flowsync_auth::AuthConfig;
 use flowsync_bus::BusConfig;
+use flowsync_bus::jobs::JobsConfig;
 use flowsync_bus::presence::PresenceConfig;
 use flowsync_gateway::config::SseConfig;
+use flowsync_runner::RunnerConfig;
 use flowsync_store::StoreConfig;
 use serde::Deserialize;
 
@@ -31,6 +33,10 @@ pub struct SystemConfig {
     pub bus_tuning: BusConfig,
     /// Presence entry lifetime.
     pub presence: PresenceConfig,
+    /// The execution job queue.
+    pub jobs: JobsConfig,
+    /// The flow runner (parallelism, the `llm` endpoint).
+    pub runner: RunnerConfig,
 }
 
 impl Default for SystemConfig {
@@ -44,6 +50,8 @@ impl Default for SystemConfig {
             write_path: StoreConfig::default(),
             bus_tuning: BusConfig::default(),
             presence: PresenceConfig::default(),
+            jobs: JobsConfig::default(),
+            runner: RunnerConfig::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! flowsync in one process (DESIGN §2 `services/flowsync`): the API and the SSE gateway on
 //! one port, over an embedded SQLite store and the in-process bus — no Redis, no MongoDB.
-//! The flow runner joins it when it lands.
+//! The flow runner runs in the same process, on an in-process job queue.
 //!
 //! # Layout
 //! - [`config`]: the one binary's settings (a file, `FLOWSYNC_*` variables, flags).
@@ -20,6 +20,7 @@ use flowsync_config::Backends;
 use flowsync_gateway::GatewayConfig;
 use flowsync_gateway::http::Head;
 use flowsync_gateway::server::Streams;
+use flowsync_runner::Runner;
 use flowsync_store::StoreBackend;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -32,6 +33,7 @@ pub use config::SystemConfig;
 #[derive(Debug)]
 pub struct System {
     app: Application,
+    runner: Runner,
 }
 
 impl System {
@@ -55,6 +57,7 @@ impl System {
             &BusBackend::Memory,
             &config.bus_tuning,
             &config.presence,
+            &config.jobs,
         )
         .await?;
         let streams = Streams::new(
@@ -75,14 +78,21 @@ impl System {
             presence: config.presence.clone(),
             auth: config.auth.clone(),
             http: config.http.clone(),
+            jobs: config.jobs.clone(),
         };
+        let runner = Runner::new(
+            backends.store.clone(),
+            backends.bus.clone(),
+            backends.jobs.clone(),
+            config.runner.clone(),
+        );
         let streams = web::Data::new(streams);
         let app = Application::with_routes(&api, backends, move |cfg| {
             // Every method: the gateway answers those it does not serve (405).
             cfg.app_data(streams.clone())
                 .route("/v1/flows/{flow_id}/events", web::route().to(events));
         })?;
-        Ok(Self { app })
+        Ok(Self { app, runner })
     }
 
     /// The bound port.
@@ -90,9 +100,13 @@ impl System {
         self.app.port()
     }
 
-    /// Serves until SIGINT or SIGTERM.
+    /// Serves (and runs flows) until SIGINT or SIGTERM.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.app.run_until_stopped().await
+        let runner = self.runner;
+        let running = tokio::spawn(async move { runner.run(std::future::pending()).await });
+        let served = self.app.run_until_stopped().await;
+        running.abort();
+        served
     }
 }
 

@@ -45,13 +45,14 @@ async fn next(events: &mut Events, kind: &str) -> (String, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_session_against_the_one_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let system = System::build(SystemConfig {
+    let llm = flowsync_testkit::ChatStub::start(&["Plan", ": ", "ship"]);
+    let mut config = SystemConfig {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
         ..SystemConfig::default()
-    })
-    .await
-    .unwrap();
+    };
+    config.runner.llm.base_url = llm.url.clone();
+    let system = System::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", system.port());
     tokio::spawn(system.run_until_stopped());
     let http = reqwest::Client::new();
@@ -119,6 +120,38 @@ async fn a_browser_session_against_the_one_binary() {
         .unwrap();
     assert_eq!(flow["version"], 2);
     assert_eq!(flow["nodes"][0]["position"], json!({"x": 5.0, "y": 5.0}));
+
+    // An execution: the in-process runner streams the llm node's tokens to every client.
+    http.post(format!("{base}/v1/flows/demo/ops"))
+        .json(
+            &json!({"client_id": "alice", "ops": [{"op_id": "a3", "type": "node.add",
+            "node": {"id": "ask", "type": "llm", "position": {"x": 0, "y": 0},
+                     "data": {"prompt": "What next?"}}}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{base}/v1/flows/demo/executions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut text = String::new();
+    loop {
+        let (_, chunk) = next(&mut bob, "LOG_STREAM").await;
+        if chunk["data"]["done"] == true {
+            break;
+        }
+        text.push_str(chunk["data"]["chunk"].as_str().unwrap());
+    }
+    assert_eq!(text, "Plan: ship");
+    loop {
+        let (_, update) = next(&mut alice, "EXECUTION_UPDATE").await;
+        if update["data"]["status"] == "succeeded" {
+            break;
+        }
+    }
 
     // The gateway's refusals come through the one port too.
     let r = http

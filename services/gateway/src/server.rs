@@ -56,6 +56,7 @@ impl Shared {
             store,
             bus,
             presence,
+            jobs: _,
         } = backends;
         let metrics = Metrics::new();
         let hubs = Hubs::new(
@@ -136,6 +137,7 @@ impl Gateway {
             &config.bus,
             &config.bus_tuning,
             &config.presence,
+            &Default::default(),
         )
         .await?;
         Self::with_backends(&config, backends).await
@@ -568,6 +570,7 @@ mod stream_task_size {
                 store,
                 bus,
                 presence,
+                jobs: std::sync::Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
             };
             let g = super::Gateway::with_backends(&config, backends)
                 .await

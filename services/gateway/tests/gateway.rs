@@ -125,6 +125,7 @@ impl World {
             store: self.store.clone(),
             bus,
             presence,
+            jobs: Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
         };
         let gateway = Gateway::with_backends(&config, backends).await.unwrap();
         let (port, metrics) = (gateway.port(), gateway.metrics());

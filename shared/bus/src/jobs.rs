@@ -184,6 +184,8 @@ pub struct RedisJobs {
     blocking: Arc<tokio::sync::Mutex<redis::aio::ConnectionManager>>,
     key: String,
     idle_timeout: Duration,
+    /// The consumer group exists (created on first use).
+    group: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl fmt::Debug for RedisJobs {
@@ -195,12 +197,9 @@ impl fmt::Debug for RedisJobs {
 const GROUP: &str = "runners";
 
 impl RedisJobs {
-    /// Connects to Redis at `url` and creates the stream and group when missing.
-    pub async fn connect(
-        url: &str,
-        namespace: &str,
-        config: &JobsConfig,
-    ) -> Result<Self, BusError> {
+    /// A queue in Redis at `url` (connected lazily: a process that never takes or
+    /// enqueues a job holds no connection); the stream and group are created on first use.
+    pub fn connect(url: &str, namespace: &str, config: &JobsConfig) -> Result<Self, BusError> {
         let client = redis::Client::open(url).map_err(crate::redis::unavailable)?;
         let manager = |response: Duration| {
             redis::aio::ConnectionManagerConfig::new()
@@ -208,37 +207,45 @@ impl RedisJobs {
                 .set_response_timeout(Some(response))
                 .set_number_of_retries(1)
         };
-        let conn = redis::aio::ConnectionManager::new_with_config(
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(
             client.clone(),
             manager(Duration::from_secs(5)),
         )
-        .await
         .map_err(crate::redis::unavailable)?;
         // Blocking reads wait up to a minute; the response timeout must exceed that.
-        let blocking = redis::aio::ConnectionManager::new_with_config(
+        let blocking = redis::aio::ConnectionManager::new_lazy_with_config(
             client,
             manager(Duration::from_secs(75)),
         )
-        .await
         .map_err(crate::redis::unavailable)?;
-        let jobs = Self {
+        Ok(Self {
             conn,
             blocking: Arc::new(tokio::sync::Mutex::new(blocking)),
             key: format!("{namespace}jobs"),
             idle_timeout: config.idle_timeout,
-        };
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&jobs.key)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut jobs.conn.clone())
-            .await;
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(crate::redis::unavailable(e)),
-            _ => Ok(jobs),
-        }
+            group: Arc::default(),
+        })
+    }
+
+    /// Creates the stream and its consumer group once.
+    async fn ensure_group(&self) -> Result<(), BusError> {
+        self.group
+            .get_or_try_init(|| async {
+                let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&self.key)
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async(&mut self.conn.clone())
+                    .await;
+                match created {
+                    Err(e) if e.code() != Some("BUSYGROUP") => Err(crate::redis::unavailable(e)),
+                    _ => Ok(()),
+                }
+            })
+            .await
+            .map(drop)
     }
 
     /// A job from a stream entry's fields.
@@ -259,6 +266,7 @@ impl RedisJobs {
 #[async_trait]
 impl JobQueue for RedisJobs {
     async fn enqueue(&self, flow: &FlowId, execution: &ExecutionId) -> Result<(), BusError> {
+        self.ensure_group().await?;
         redis::cmd("XADD")
             .arg(&self.key)
             .arg("*")
@@ -273,6 +281,7 @@ impl JobQueue for RedisJobs {
     }
 
     async fn take(&self, runner: &str, wait: Duration) -> Result<Option<Job>, BusError> {
+        self.ensure_group().await?;
         // A dead runner's job first.
         let claimed: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.key)

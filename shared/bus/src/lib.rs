@@ -116,6 +116,20 @@ impl BusBackend {
     }
 }
 
+impl BusBackend {
+    /// The execution job queue on this backend (in process: new and empty).
+    pub fn jobs(
+        &self,
+        namespace: &str,
+        config: &jobs::JobsConfig,
+    ) -> Result<Arc<dyn jobs::JobQueue>, BusError> {
+        Ok(match self {
+            Self::Memory => Arc::new(jobs::MemoryJobs::new(config)),
+            Self::Redis { url } => Arc::new(jobs::RedisJobs::connect(url, namespace, config)?),
+        })
+    }
+}
+
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

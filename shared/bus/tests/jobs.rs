@@ -23,8 +23,8 @@ async fn queues(idle: Duration) -> Vec<(&'static str, Arc<dyn JobQueue>, Arc<dyn
         ),
         (
             "redis",
-            Arc::new(RedisJobs::connect(&url, &ns, &config).await.unwrap()) as _,
-            Arc::new(RedisJobs::connect(&url, &ns, &config).await.unwrap()) as _,
+            Arc::new(RedisJobs::connect(&url, &ns, &config).unwrap()) as _,
+            Arc::new(RedisJobs::connect(&url, &ns, &config).unwrap()) as _,
         ),
     ]
 }

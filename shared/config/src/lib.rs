@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use flowsync_bus::jobs::{JobQueue, JobsConfig};
 use flowsync_bus::presence::{PresenceConfig, PresenceSet};
 use flowsync_bus::{Bus, BusBackend, BusConfig};
 use flowsync_store::{Store, StoreBackend, StoreConfig};
@@ -41,6 +42,8 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     /// Who is connected to each flow.
     pub presence: Arc<dyn PresenceSet>,
+    /// Execution jobs for the runners.
+    pub jobs: Arc<dyn JobQueue>,
 }
 
 impl Backends {
@@ -51,19 +54,25 @@ impl Backends {
         bus: &BusBackend,
         bus_tuning: &BusConfig,
         presence: &PresenceConfig,
+        jobs: &JobsConfig,
     ) -> anyhow::Result<Self> {
         let store = store
             .open(write_path.clone())
             .await
             .context("opening the store")?;
-        let (bus, presence) = bus
+        let bus_backend = bus;
+        let (bus, presence) = bus_backend
             .open(bus_tuning, presence)
             .await
             .context("configuring the bus")?;
+        let jobs = bus_backend
+            .jobs(&bus_tuning.namespace, jobs)
+            .context("configuring the job queue")?;
         Ok(Self {
             store,
             bus,
             presence,
+            jobs,
         })
     }
 }

@@ -322,3 +322,50 @@ fn serve_sink(mut stream: TcpStream, keep: &std::sync::Mutex<Vec<Vec<u8>>>) {
         }
     }
 }
+
+/// A stand-in for an OpenAI-compatible chat completions endpoint (outside the product):
+/// every request is answered with `tokens` streamed as `chat.completion.chunk` SSE events,
+/// then `[DONE]`. `url` is the base to configure (`…/v1`).
+#[derive(Debug, Clone)]
+pub struct ChatStub {
+    /// `http://127.0.0.1:<port>/v1`.
+    pub url: String,
+}
+
+impl ChatStub {
+    /// Starts the stub on a free port (a thread per connection; it lives as long as the
+    /// test process).
+    pub fn start(tokens: &'static [&'static str]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
+        let url = format!("http://{}/v1", listener.local_addr().expect("bound"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || stream_chat(stream, tokens));
+            }
+        });
+        Self { url }
+    }
+}
+
+/// Reads one request head (the body is not needed) and streams the tokens.
+fn stream_chat(mut stream: TcpStream, tokens: &[&str]) {
+    let mut got = vec![];
+    let mut chunk = [0u8; 8192];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let mut out = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+    );
+    for t in tokens {
+        let escaped = t.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!(
+            "data: {{\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{escaped}\"}}}}]}}\n\n"
+        ));
+    }
+    out.push_str("data: [DONE]\n\n");
+    let _ = stream.write_all(out.as_bytes());
+}

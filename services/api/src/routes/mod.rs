@@ -1,5 +1,6 @@
 //! HTTP routes (DESIGN §3 "Other endpoints").
 
+mod executions;
 mod flows;
 mod health;
 mod ops;
@@ -174,6 +175,76 @@ pub const ROUTES: &[Route] = &[
             c.route(
                 "/v1/flows/{flow_id}/presence",
                 web::post().to(presence::post),
+            );
+        },
+    },
+    Route {
+        method: "post",
+        path: "/v1/flows/{flow_id}/executions",
+        summary: "Start an execution of the flow's current version → 202 {execution_id}",
+        body: None,
+        ok: (202, None),
+        auth: true,
+        register: |c| {
+            c.route(
+                "/v1/flows/{flow_id}/executions",
+                web::post().to(executions::start),
+            );
+        },
+    },
+    Route {
+        method: "get",
+        path: "/v1/flows/{flow_id}/executions",
+        summary: "The flow's executions, newest first (`limit`)",
+        body: None,
+        ok: (200, None),
+        auth: true,
+        register: |c| {
+            c.route(
+                "/v1/flows/{flow_id}/executions",
+                web::get().to(executions::list),
+            );
+        },
+    },
+    Route {
+        method: "get",
+        path: "/v1/flows/{flow_id}/executions/{execution_id}",
+        summary: "An execution: status, per-node status, outputs, errors, logs",
+        body: None,
+        ok: (200, Some("Execution")),
+        auth: true,
+        register: |c| {
+            c.route(
+                "/v1/flows/{flow_id}/executions/{execution_id}",
+                web::get().to(executions::get),
+            );
+        },
+    },
+    Route {
+        method: "post",
+        path: "/v1/flows/{flow_id}/executions/{execution_id}/cancel",
+        summary: "Cancel a queued or running execution",
+        body: None,
+        ok: (202, None),
+        auth: true,
+        register: |c| {
+            c.route(
+                "/v1/flows/{flow_id}/executions/{execution_id}/cancel",
+                web::post().to(executions::cancel),
+            );
+        },
+    },
+    Route {
+        method: "post",
+        path: "/v1/flows/{flow_id}/executions/{execution_id}/events",
+        summary: "An external worker publishes EXECUTION_UPDATE or LOG_STREAM ({type, data})",
+        body: None,
+        ok: (202, None),
+        auth: true,
+        register: |c| {
+            c.route(
+                "/v1/flows/{flow_id}/executions/{execution_id}/events",
+                web::post().to(executions::publish),
             );
         },
     },

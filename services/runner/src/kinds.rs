@@ -1,0 +1,212 @@
+//! Node kinds: what a node of each `type` does when it runs (DESIGN §6).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use flowsync_protocol::{Node, NodeId};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::plan::render;
+
+/// Where a running node streams its output (`LOG_STREAM` chunks).
+#[async_trait]
+pub trait LogSink: Send {
+    /// Streams one chunk.
+    async fn chunk(&mut self, text: &str);
+}
+
+/// What a node sees when it runs.
+#[allow(missing_debug_implementations)] // holds a `dyn LogSink`
+pub struct NodeInput<'a> {
+    /// The node, with its `data`.
+    pub node: &'a Node,
+    /// The outputs of its upstream nodes.
+    pub upstream: &'a HashMap<NodeId, Value>,
+    /// Where to stream output.
+    pub log: &'a mut dyn LogSink,
+}
+
+/// One kind of node. Returns the node's output, or why it failed.
+#[async_trait]
+pub trait NodeKind: Send + Sync {
+    /// Runs the node once (the runner applies timeouts and retries).
+    async fn run(&self, input: NodeInput<'_>) -> Result<Value, String>;
+}
+
+/// Where the `llm` kind sends chat completions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Base URL of an OpenAI-compatible API (`…/v1`); `/chat/completions` is appended.
+    pub base_url: String,
+    /// Bearer key (never logged).
+    pub api_key: Option<flowsync_auth::Secret>,
+    /// The model when a node names none.
+    pub model: String,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            api_key: None,
+            model: "gpt-4o-mini".into(),
+        }
+    }
+}
+
+/// The built-in kinds: `delay`, `template`, `http`, `llm`.
+pub fn builtins(llm: LlmConfig) -> HashMap<String, Arc<dyn NodeKind>> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client");
+    HashMap::from([
+        ("delay".to_owned(), Arc::new(Delay) as Arc<dyn NodeKind>),
+        ("template".to_owned(), Arc::new(Template) as _),
+        ("http".to_owned(), Arc::new(Http(http.clone())) as _),
+        ("llm".to_owned(), Arc::new(Llm { http, config: llm }) as _),
+    ])
+}
+
+fn text(data: &flowsync_protocol::Data, key: &str) -> Option<String> {
+    data.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The upstream outputs as one value: the single one itself, else an object by node id.
+fn passthrough(upstream: &HashMap<NodeId, Value>) -> Value {
+    match upstream.len() {
+        0 => Value::Null,
+        1 => upstream.values().next().cloned().unwrap_or(Value::Null),
+        _ => Value::Object(
+            upstream
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        ),
+    }
+}
+
+/// `delay`: waits `ms`, then passes its upstream outputs on.
+struct Delay;
+
+#[async_trait]
+impl NodeKind for Delay {
+    async fn run(&self, input: NodeInput<'_>) -> Result<Value, String> {
+        let ms = input
+            .node
+            .data
+            .get("ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(passthrough(input.upstream))
+    }
+}
+
+/// `template`: renders `template` with upstream outputs.
+struct Template;
+
+#[async_trait]
+impl NodeKind for Template {
+    async fn run(&self, input: NodeInput<'_>) -> Result<Value, String> {
+        let template = text(&input.node.data, "template").unwrap_or_default();
+        Ok(Value::String(render(&template, input.upstream)))
+    }
+}
+
+/// `http`: a request to the templated `url` (and `body`); the response body is the output.
+struct Http(reqwest::Client);
+
+#[async_trait]
+impl NodeKind for Http {
+    async fn run(&self, input: NodeInput<'_>) -> Result<Value, String> {
+        let data = &input.node.data;
+        let url = render(
+            &text(data, "url").ok_or("http: data.url is required")?,
+            input.upstream,
+        );
+        let method = text(data, "method").unwrap_or_else(|| "GET".into());
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())
+            .map_err(|_| format!("http: unknown method {method:?}"))?;
+        let mut req = self.0.request(method, &url);
+        if let Some(body) = text(data, "body") {
+            req = req.body(render(&body, input.upstream));
+        }
+        let r = req.send().await.map_err(|e| format!("http: {e}"))?;
+        let status = r.status();
+        let body = r.text().await.map_err(|e| format!("http: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("http: {url} answered {status}"));
+        }
+        Ok(Value::String(body))
+    }
+}
+
+/// `llm`: an OpenAI-compatible streaming chat completion of the templated `prompt`; each
+/// token delta is a chunk, the whole text the output.
+struct Llm {
+    http: reqwest::Client,
+    config: LlmConfig,
+}
+
+#[async_trait]
+impl NodeKind for Llm {
+    async fn run(&self, input: NodeInput<'_>) -> Result<Value, String> {
+        let data = &input.node.data;
+        let prompt = render(
+            &text(data, "prompt").ok_or("llm: data.prompt is required")?,
+            input.upstream,
+        );
+        let mut messages = vec![];
+        if let Some(system) = text(data, "system") {
+            messages.push(json!({"role": "system", "content": render(&system, input.upstream)}));
+        }
+        messages.push(json!({"role": "user", "content": prompt}));
+        let body = json!({
+            "model": text(data, "model").unwrap_or_else(|| self.config.model.clone()),
+            "stream": true,
+            "messages": messages,
+        });
+        let url = format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        );
+        let mut req = self.http.post(&url).json(&body);
+        if let Some(key) = &self.config.api_key {
+            req = req.bearer_auth(key.expose());
+        }
+        let r = req.send().await.map_err(|e| format!("llm: {e}"))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let detail = r.text().await.unwrap_or_default();
+            return Err(format!(
+                "llm: {status}: {}",
+                detail.chars().take(300).collect::<String>()
+            ));
+        }
+        let mut events = r.bytes_stream().eventsource();
+        let mut full = String::new();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| format!("llm: stream: {e}"))?;
+            if event.data.trim() == "[DONE]" {
+                break;
+            }
+            let delta: Value =
+                serde_json::from_str(&event.data).map_err(|e| format!("llm: bad chunk: {e}"))?;
+            if let Some(token) = delta["choices"][0]["delta"]["content"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+            {
+                input.log.chunk(token).await;
+                full.push_str(token);
+            }
+        }
+        Ok(Value::String(full))
+    }
+}

@@ -1,0 +1,573 @@
+//! Executing jobs: [`Runner::try_execute_next`] takes one job and runs its execution to
+//! the end; [`Runner::run`] is the loop around it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowsync_bus::jobs::{Job, JobQueue};
+use flowsync_bus::{Bus, BusError, Item, Subscription};
+use flowsync_protocol::{
+    Actor, ActorId, ActorKind, Event, EventBody, Execution, ExecutionId, ExecutionStatus,
+    ExecutionUpdate, Flow, FlowId, LogStream, Node, NodeId, NodeStatus,
+};
+use flowsync_store::{NodeRunUpdate, Store, StoreError};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::kinds::{LlmConfig, LogSink, NodeInput, NodeKind, builtins};
+use crate::plan::Plan;
+
+/// Runner settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Nodes of one execution running at once.
+    pub max_parallel: usize,
+    /// How long one `take` waits for a job.
+    #[serde(with = "secs")]
+    pub poll: Duration,
+    /// How often a running job is touched (well within the queue's idle timeout).
+    #[serde(with = "secs")]
+    pub touch_every: Duration,
+    /// Where `llm` nodes send chat completions.
+    pub llm: LlmConfig,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            max_parallel: 8,
+            poll: Duration::from_secs(5),
+            touch_every: Duration::from_secs(5),
+            llm: LlmConfig::default(),
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        f64::deserialize(d).map(Duration::from_secs_f64)
+    }
+}
+
+/// What a runner fails on: its backends (the job stays unacknowledged and is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bus or the queue failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No job came within the poll time.
+    Idle,
+    /// A job ran to its end: the execution's final status.
+    Finished(ExecutionId, ExecutionStatus),
+}
+
+/// A flow runner.
+#[derive(Clone)]
+pub struct Runner {
+    /// Names this runner in the job queue.
+    id: String,
+    store: Store,
+    bus: Arc<dyn Bus>,
+    jobs: Arc<dyn JobQueue>,
+    kinds: Arc<HashMap<String, Arc<dyn NodeKind>>>,
+    config: RunnerConfig,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("id", &self.id).finish()
+    }
+}
+
+/// The actor of the events a runner publishes.
+fn worker() -> Actor {
+    Actor {
+        id: ActorId::parse("runner").expect("valid id"),
+        kind: ActorKind::Worker,
+        name: "runner".into(),
+    }
+}
+
+impl Runner {
+    /// A runner with the built-in node kinds.
+    pub fn new(
+        store: Store,
+        bus: Arc<dyn Bus>,
+        jobs: Arc<dyn JobQueue>,
+        config: RunnerConfig,
+    ) -> Self {
+        Self {
+            id: format!("runner-{}", uuid::Uuid::new_v4().simple()),
+            kinds: Arc::new(builtins(config.llm.clone())),
+            store,
+            bus,
+            jobs,
+            config,
+        }
+    }
+
+    /// Runs jobs until `stop` resolves (a job in progress is finished first).
+    pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => return,
+                r = self.try_execute_next() => if let Err(e) = r {
+                    tracing::warn!(error = %e, "job failed; it will be retried");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                },
+            }
+        }
+    }
+
+    /// Takes one job (waiting up to the poll time) and runs it to its end, keeping it
+    /// claimed meanwhile; acknowledges it once its outcome is stored.
+    pub async fn try_execute_next(&self) -> Result<Outcome, RunnerError> {
+        let Some(job) = self.jobs.take(&self.id, self.config.poll).await? else {
+            return Ok(Outcome::Idle);
+        };
+        // Touched while it runs, in this future: if the runner dies, the touching stops
+        // with it and the job goes to another runner after the idle timeout.
+        let keepalive = async {
+            loop {
+                tokio::time::sleep(self.config.touch_every).await;
+                if let Err(e) = self.jobs.touch(&self.id, &job).await {
+                    tracing::warn!(error = %e, "could not keep the job claimed");
+                }
+            }
+        };
+        let status = tokio::select! {
+            result = self.execute(&job) => result?,
+            () = keepalive => unreachable!("the keepalive loops forever"),
+        };
+        self.jobs.ack(&job).await?;
+        Ok(Outcome::Finished(job.execution, status))
+    }
+
+    /// Runs one execution; returns its final status.
+    async fn execute(&self, job: &Job) -> Result<ExecutionStatus, RunnerError> {
+        // Subscribe before reading the execution, so a cancel in between is seen.
+        let sub = self.bus.subscribe(&job.flow).await?;
+        let Some(execution) = self.store.execution(&job.execution).await? else {
+            return Ok(ExecutionStatus::Failed);
+        };
+        let mut run = Run::new(self, job, execution);
+        if run.execution.status == ExecutionStatus::Cancelled {
+            run.cancel_rest().await?;
+            return Ok(ExecutionStatus::Cancelled);
+        }
+        if matches!(
+            run.execution.status,
+            ExecutionStatus::Succeeded | ExecutionStatus::Failed
+        ) {
+            return Ok(run.execution.status);
+        }
+        let flow = self
+            .store
+            .flow_at(&job.flow, run.execution.flow_version)
+            .await?;
+        let plan = match flow.as_ref().map(Plan::new) {
+            Some(Ok(plan)) => plan,
+            Some(Err(e)) => {
+                return run
+                    .finish(ExecutionStatus::Failed, Some(e.to_string()))
+                    .await;
+            }
+            None => {
+                let why = "the flow no longer exists".to_owned();
+                return run.finish(ExecutionStatus::Failed, Some(why)).await;
+            }
+        };
+        let flow = flow.expect("checked above");
+        let cancel = CancellationToken::new();
+        let watcher = tokio::spawn(watch_cancel(sub, job.execution.clone(), cancel.clone()));
+        let result = run.dag(&flow, &plan, &cancel).await;
+        watcher.abort();
+        result
+    }
+
+    async fn publish(&self, flow: &FlowId, body: EventBody) -> Result<(), BusError> {
+        self.bus
+            .publish(&Event {
+                body,
+                flow_id: flow.clone(),
+                seq: None,
+                ts: chrono::Utc::now(),
+                actor: worker(),
+                traceparent: flowsync_telemetry::traceparent(),
+            })
+            .await
+            .map(drop)
+    }
+}
+
+/// Cancels when an `EXECUTION_UPDATE` says the execution was cancelled.
+async fn watch_cancel(mut sub: Subscription, execution: ExecutionId, cancel: CancellationToken) {
+    while let Ok(Some(item)) = sub.next().await {
+        let Item::Message(m) = item else { continue };
+        if &*m.kind != "EXECUTION_UPDATE" {
+            continue;
+        }
+        let cancelled = matches!(
+            m.event(),
+            Ok(Event { body: EventBody::ExecutionUpdate(u), .. })
+                if u.execution_id == execution && u.status == Some(ExecutionStatus::Cancelled)
+        );
+        if cancelled {
+            cancel.cancel();
+            return;
+        }
+    }
+}
+
+/// One execution in progress.
+struct Run<'r> {
+    runner: &'r Runner,
+    flow: FlowId,
+    execution: Execution,
+    /// Each node's status as this run knows it.
+    status: HashMap<NodeId, NodeStatus>,
+    /// Outputs of succeeded nodes.
+    outputs: HashMap<NodeId, Value>,
+}
+
+impl<'r> Run<'r> {
+    fn new(runner: &'r Runner, job: &Job, execution: Execution) -> Self {
+        let status = execution
+            .nodes
+            .iter()
+            .map(|n| (n.node_id.clone(), n.status))
+            .collect();
+        // A reclaimed job keeps what finished before its runner died.
+        let outputs = execution
+            .nodes
+            .iter()
+            .filter(|n| n.status == NodeStatus::Succeeded)
+            .map(|n| (n.node_id.clone(), n.output.clone().unwrap_or(Value::Null)))
+            .collect();
+        Self {
+            runner,
+            flow: job.flow.clone(),
+            execution,
+            status,
+            outputs,
+        }
+    }
+
+    fn id(&self) -> &ExecutionId {
+        &self.execution.id
+    }
+
+    /// Stores and announces a node's new status.
+    async fn node(
+        &mut self,
+        node: &NodeId,
+        status: NodeStatus,
+        output: Option<Value>,
+        error: Option<String>,
+    ) -> Result<(), RunnerError> {
+        self.status.insert(node.clone(), status);
+        let store = &self.runner.store;
+        store
+            .set_node_run(
+                &self.execution.id,
+                &NodeRunUpdate {
+                    node_id: node.clone(),
+                    status,
+                    output: output.clone(),
+                    error: error.clone(),
+                },
+            )
+            .await?;
+        self.runner
+            .publish(
+                &self.flow,
+                EventBody::ExecutionUpdate(ExecutionUpdate {
+                    execution_id: self.execution.id.clone(),
+                    status: None,
+                    node_id: Some(node.clone()),
+                    node_status: Some(status),
+                    progress: None,
+                    output,
+                    error,
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Stores and announces the execution's status.
+    async fn execution_status(
+        &mut self,
+        status: ExecutionStatus,
+        error: Option<String>,
+    ) -> Result<(), RunnerError> {
+        self.execution.status = status;
+        self.runner
+            .store
+            .set_execution_status(&self.execution.id, status, error.as_deref())
+            .await?;
+        self.runner
+            .publish(
+                &self.flow,
+                EventBody::ExecutionUpdate(ExecutionUpdate {
+                    execution_id: self.execution.id.clone(),
+                    status: Some(status),
+                    node_id: None,
+                    node_status: None,
+                    progress: None,
+                    output: None,
+                    error,
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the execution: nodes not finished become `skipped` (`cancelled` when they were
+    /// running and the execution is cancelled), then the execution's final status.
+    async fn finish(
+        &mut self,
+        status: ExecutionStatus,
+        error: Option<String>,
+    ) -> Result<ExecutionStatus, RunnerError> {
+        let open: Vec<(NodeId, NodeStatus)> = self
+            .execution
+            .nodes
+            .iter()
+            .map(|n| (n.node_id.clone(), self.status[&n.node_id]))
+            .filter(|(_, s)| matches!(s, NodeStatus::Pending | NodeStatus::Running))
+            .collect();
+        for (node, was) in open {
+            let now = if was == NodeStatus::Running && status == ExecutionStatus::Cancelled {
+                NodeStatus::Cancelled
+            } else {
+                NodeStatus::Skipped
+            };
+            self.node(&node, now, None, None).await?;
+        }
+        if status != ExecutionStatus::Cancelled {
+            self.execution_status(status, error).await?;
+        }
+        Ok(status)
+    }
+
+    /// A cancelled execution whose job had not started.
+    async fn cancel_rest(&mut self) -> Result<(), RunnerError> {
+        self.finish(ExecutionStatus::Cancelled, None)
+            .await
+            .map(drop)
+    }
+
+    /// Runs the DAG: ready nodes start as their upstream finish (at most `max_parallel`
+    /// at once); a failure stops new starts; a cancel aborts the running nodes.
+    async fn dag(
+        &mut self,
+        flow: &Flow,
+        plan: &Plan,
+        cancel: &CancellationToken,
+    ) -> Result<ExecutionStatus, RunnerError> {
+        if self.execution.status != ExecutionStatus::Running {
+            self.execution_status(ExecutionStatus::Running, None)
+                .await?;
+        }
+        let nodes: HashMap<&NodeId, &Node> = flow.nodes.iter().map(|n| (&n.id, n)).collect();
+        // Nodes that were running when a previous runner died run again.
+        for (node, status) in self.status.clone() {
+            if status == NodeStatus::Running {
+                self.status.insert(node, NodeStatus::Pending);
+            }
+        }
+        let mut tasks: JoinSet<(NodeId, Result<Value, String>)> = JoinSet::new();
+        let mut started: HashSet<NodeId> = HashSet::new();
+        let mut failure: Option<String> = None;
+        loop {
+            if failure.is_none() && !cancel.is_cancelled() {
+                for id in &plan.order {
+                    if tasks.len() >= self.runner.config.max_parallel.max(1) {
+                        break;
+                    }
+                    if self.status[id] != NodeStatus::Pending || started.contains(id) {
+                        continue;
+                    }
+                    let ready = plan.upstream[id].iter().all(|u| {
+                        matches!(self.status[u], NodeStatus::Succeeded)
+                            || (self.status[u] == NodeStatus::Skipped && !plan.runs(u))
+                    });
+                    if !ready {
+                        continue;
+                    }
+                    if !plan.runs(id) {
+                        self.node(id, NodeStatus::Skipped, None, None).await?;
+                        continue;
+                    }
+                    started.insert(id.clone());
+                    self.node(id, NodeStatus::Running, None, None).await?;
+                    tasks.spawn(self.task(nodes[id].clone(), plan));
+                }
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            let done = tokio::select! {
+                done = tasks.join_next() => done,
+                () = cancel.cancelled() => {
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    return self.finish(ExecutionStatus::Cancelled, None).await;
+                }
+            };
+            let Some(Ok((id, result))) = done else {
+                continue;
+            };
+            match result {
+                Ok(output) => {
+                    self.outputs.insert(id.clone(), output.clone());
+                    self.node(&id, NodeStatus::Succeeded, Some(output), None)
+                        .await?;
+                }
+                Err(error) => {
+                    self.node(&id, NodeStatus::Failed, None, Some(error.clone()))
+                        .await?;
+                    failure.get_or_insert(format!("node {id} failed: {error}"));
+                }
+            }
+        }
+        // Re-read: a cancel may have landed as the last node finished.
+        if cancel.is_cancelled() {
+            return self.finish(ExecutionStatus::Cancelled, None).await;
+        }
+        match failure {
+            Some(error) => self.finish(ExecutionStatus::Failed, Some(error)).await,
+            None => self.finish(ExecutionStatus::Succeeded, None).await,
+        }
+    }
+
+    /// A node's task: its kind with the node's timeout and retries, its chunks streamed.
+    fn task(
+        &self,
+        node: Node,
+        plan: &Plan,
+    ) -> impl std::future::Future<Output = (NodeId, Result<Value, String>)> + Send + 'static {
+        let kind = self.runner.kinds.get(&node.kind).cloned();
+        let upstream: HashMap<NodeId, Value> = plan.upstream[&node.id]
+            .iter()
+            .filter_map(|u| self.outputs.get(u).map(|o| (u.clone(), o.clone())))
+            .collect();
+        let mut log = Chunks {
+            runner: self.runner.clone(),
+            flow: self.flow.clone(),
+            execution: self.id().clone(),
+            node: node.id.clone(),
+            index: 0,
+            text: String::new(),
+        };
+        async move {
+            let Some(kind) = kind else {
+                return (
+                    node.id.clone(),
+                    Err(format!("no executor for {:?}", node.kind)),
+                );
+            };
+            let timeout = node
+                .data
+                .get("timeout_ms")
+                .and_then(Value::as_u64)
+                .map(Duration::from_millis);
+            let retries = node
+                .data
+                .get("retries")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let mut result = Err(String::new());
+            for _attempt in 0..=retries {
+                let run = kind.run(NodeInput {
+                    node: &node,
+                    upstream: &upstream,
+                    log: &mut log,
+                });
+                result = match timeout {
+                    Some(t) => tokio::time::timeout(t, run)
+                        .await
+                        .unwrap_or_else(|_| Err(format!("timed out after {} ms", t.as_millis()))),
+                    None => run.await,
+                };
+                if result.is_ok() {
+                    break;
+                }
+            }
+            log.end().await;
+            (node.id.clone(), result)
+        }
+    }
+}
+
+/// A node's `LOG_STREAM`: each chunk published as it comes, the whole text stored at the
+/// end (one write per node, not per token).
+struct Chunks {
+    runner: Runner,
+    flow: FlowId,
+    execution: ExecutionId,
+    node: NodeId,
+    index: u64,
+    text: String,
+}
+
+impl Chunks {
+    async fn publish(&mut self, chunk: &str, done: bool) {
+        let body = EventBody::LogStream(LogStream {
+            execution_id: self.execution.clone(),
+            node_id: self.node.clone(),
+            index: self.index,
+            chunk: chunk.to_owned(),
+            done,
+        });
+        self.index += 1;
+        if let Err(e) = self.runner.publish(&self.flow, body).await {
+            tracing::warn!(error = %e, "a log chunk was not published");
+        }
+    }
+
+    /// The closing `done` chunk, and the node's whole log stored.
+    async fn end(&mut self) {
+        if self.index == 0 {
+            return;
+        }
+        self.publish("", true).await;
+        let text = std::mem::take(&mut self.text);
+        if let Err(e) = self
+            .runner
+            .store
+            .append_node_log(&self.execution, &self.node, &text)
+            .await
+        {
+            tracing::warn!(error = %e, "a node's log was not stored");
+        }
+    }
+}
+
+#[async_trait]
+impl LogSink for Chunks {
+    async fn chunk(&mut self, text: &str) {
+        self.text.push_str(text);
+        self.publish(text, false).await;
+    }
+}

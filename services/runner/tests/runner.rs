@@ -1,0 +1,536 @@
+//! Executions end to end: the API (over HTTP) queues them, a runner in this process runs
+//! them one step at a time (`try_execute_next`), and what clients would see is read off
+//! the bus. Embedded (SQLite, in-process bus and queue) and distributed (MongoDB, Redis)
+//! backends from the test kit. The LLM endpoint is the test kit's `ChatStub` (it is outside
+//! the product).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowsync_api::config::ApiConfig;
+use flowsync_api::startup::{Application, Backends};
+use flowsync_bus::jobs::{JobsConfig, MemoryJobs, RedisJobs};
+use flowsync_bus::memory::MemoryBus;
+use flowsync_bus::presence::{MemoryPresence, PresenceConfig};
+use flowsync_bus::redis::RedisBus;
+use flowsync_bus::{BusConfig, Item, Subscription};
+use flowsync_protocol::{EventBody, ExecutionStatus};
+use flowsync_runner::kinds::LlmConfig;
+use flowsync_runner::{Outcome, Runner, RunnerConfig};
+use flowsync_store::mongo::MongoConfig;
+use flowsync_store::{StoreBackend, StoreConfig};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug)]
+enum Setup {
+    Embedded,
+    Distributed,
+}
+
+/// One world: backends, the API on a free port, an HTTP client.
+struct World {
+    backends: Backends,
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(setup: Setup, idle: Duration) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs_config = JobsConfig { idle_timeout: idle };
+        let backends = match setup {
+            Setup::Embedded => Backends {
+                store: StoreBackend::Sqlite {
+                    path: dir.path().join("r.db"),
+                }
+                .open(StoreConfig::default())
+                .await
+                .unwrap(),
+                bus: Arc::new(MemoryBus::new(BusConfig::default())),
+                presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
+                jobs: Arc::new(MemoryJobs::new(&jobs_config)),
+            },
+            Setup::Distributed => {
+                let redis = flowsync_testkit::redis().url();
+                let ns = format!("{}:", flowsync_testkit::unique_name("run"));
+                Backends {
+                    store: StoreBackend::Mongo(MongoConfig {
+                        uri: flowsync_testkit::mongo().uri.clone(),
+                        database: flowsync_testkit::unique_name("run"),
+                        ..MongoConfig::default()
+                    })
+                    .open(StoreConfig::default())
+                    .await
+                    .unwrap(),
+                    bus: Arc::new(
+                        RedisBus::connect(
+                            &redis,
+                            BusConfig {
+                                namespace: ns.clone(),
+                                ..BusConfig::default()
+                            },
+                        )
+                        .unwrap(),
+                    ),
+                    presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
+                    jobs: Arc::new(RedisJobs::connect(&redis, &ns, &jobs_config).unwrap()),
+                }
+            }
+        };
+        let app = Application::with_backends(
+            &ApiConfig {
+                listen: "127.0.0.1:0".into(),
+                ..ApiConfig::default()
+            },
+            backends.clone(),
+        )
+        .unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            backends,
+            base,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn runner(&self, llm: Option<String>) -> Runner {
+        Runner::new(
+            self.backends.store.clone(),
+            self.backends.bus.clone(),
+            self.backends.jobs.clone(),
+            RunnerConfig {
+                poll: Duration::from_millis(200),
+                touch_every: Duration::from_millis(100),
+                llm: LlmConfig {
+                    base_url: llm.unwrap_or_default(),
+                    ..LlmConfig::default()
+                },
+                ..RunnerConfig::default()
+            },
+        )
+    }
+
+    /// A flow with these nodes (`[id, type, data]`) and edges (`[source, target]`).
+    async fn flow(&self, id: &str, nodes: &[(&str, &str, Value)], edges: &[(&str, &str)]) {
+        let r = self
+            .http
+            .post(format!("{}/v1/flows", self.base))
+            .json(&json!({"id": id, "name": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let mut ops = vec![];
+        for (n, kind, data) in nodes {
+            ops.push(json!({"op_id": format!("add-{n}"), "type": "node.add",
+                "node": {"id": n, "type": kind, "position": {"x": 0, "y": 0}, "data": data}}));
+        }
+        for (i, (s, t)) in edges.iter().enumerate() {
+            ops.push(json!({"op_id": format!("edge-{i}"), "type": "edge.add",
+                "edge": {"id": format!("e{i}"), "source": s, "target": t}}));
+        }
+        let r = self
+            .http
+            .post(format!("{}/v1/flows/{id}/ops", self.base))
+            .json(&json!({"client_id": "setup", "ops": ops}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+
+    async fn subscribe(&self, flow: &str) -> Subscription {
+        self.backends
+            .bus
+            .subscribe(&flow.parse().unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn start(&self, flow: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/flows/{flow}/executions", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn started(&self, flow: &str) -> String {
+        let r = self.start(flow).await;
+        assert_eq!(r.status(), 202);
+        r.json::<Value>().await.unwrap()["execution_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn execution(&self, flow: &str, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/flows/{flow}/executions/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// The execution events seen so far, as `node:status` / `exec:status` / `log:<chunk>`.
+async fn drain(sub: &mut Subscription, until: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let mut seen = vec![];
+    while !until(&seen) {
+        let item = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .unwrap();
+        let Item::Message(m) = item else { continue };
+        match m.event().unwrap().body {
+            EventBody::ExecutionUpdate(u) => {
+                if let (Some(node), Some(s)) = (u.node_id, u.node_status) {
+                    seen.push(format!("{node}:{}", json!(s).as_str().unwrap()));
+                }
+                if let Some(s) = u.status {
+                    seen.push(format!("exec:{}", json!(s).as_str().unwrap()));
+                }
+            }
+            EventBody::LogStream(l) => {
+                seen.push(format!(
+                    "log:{}:{}:{}:{}",
+                    l.node_id, l.index, l.chunk, l.done
+                ));
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+fn pos(seen: &[String], item: &str) -> usize {
+    seen.iter()
+        .position(|s| s == item)
+        .unwrap_or_else(|| panic!("{item} not in {seen:?}"))
+}
+
+fn ended(seen: &[String]) -> bool {
+    seen.iter()
+        .any(|s| ["exec:succeeded", "exec:failed", "exec:cancelled"].contains(&s.as_str()))
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Setup::Embedded).await; } )*
+        }
+        mod distributed {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Setup::Distributed).await; } )*
+        }
+    };
+}
+
+both!(
+    a_diamond_runs_in_dependency_order_with_outputs_downstream,
+    a_failed_node_skips_its_downstream_and_fails_the_execution,
+    cancel_stops_a_running_execution,
+    a_dead_runners_job_is_finished_by_another_without_rerunning_finished_nodes,
+);
+
+async fn a_diamond_runs_in_dependency_order_with_outputs_downstream(setup: Setup) {
+    let w = World::new(setup, Duration::from_secs(30)).await;
+    w.flow(
+        "dia",
+        &[
+            ("a", "template", json!({"template": "A"})),
+            ("b", "delay", json!({"ms": 20})),
+            ("c", "template", json!({"template": "C{{a}}"})),
+            ("d", "template", json!({"template": "{{b}}+{{c}}"})),
+            ("n", "note", json!({"text": "canvas only"})),
+        ],
+        &[("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")],
+    )
+    .await;
+    let mut sub = w.subscribe("dia").await;
+    let id = w.started("dia").await;
+    let outcome = w.runner(None).try_execute_next().await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Finished(_, ExecutionStatus::Succeeded)),
+        "{outcome:?}"
+    );
+    let seen = drain(&mut sub, ended).await;
+    assert!(pos(&seen, "exec:queued") < pos(&seen, "exec:running"));
+    assert!(pos(&seen, "a:succeeded") < pos(&seen, "b:running"));
+    assert!(pos(&seen, "a:succeeded") < pos(&seen, "c:running"));
+    assert!(pos(&seen, "b:succeeded") < pos(&seen, "d:running"));
+    assert!(pos(&seen, "c:succeeded") < pos(&seen, "d:running"));
+    assert!(pos(&seen, "d:succeeded") < pos(&seen, "exec:succeeded"));
+    pos(&seen, "n:skipped");
+    // A reload shows the truth.
+    let e = w.execution("dia", &id).await;
+    assert_eq!(e["status"], "succeeded");
+    let node = |n: &str| {
+        e["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["node_id"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(node("d")["output"], "A+CA");
+    assert_eq!(node("b")["output"], "A", "delay passes its upstream on");
+    assert_eq!(node("n")["status"], "skipped");
+    // Nothing else queued.
+    assert_eq!(
+        w.runner(None).try_execute_next().await.unwrap(),
+        Outcome::Idle
+    );
+}
+
+async fn a_failed_node_skips_its_downstream_and_fails_the_execution(setup: Setup) {
+    let w = World::new(setup, Duration::from_secs(30)).await;
+    let closed = flowsync_testkit::free_port();
+    w.flow(
+        "fail",
+        &[
+            (
+                "a",
+                "http",
+                json!({"url": format!("http://127.0.0.1:{closed}/x")}),
+            ),
+            ("b", "template", json!({"template": "after {{a}}"})),
+            ("c", "template", json!({"template": "independent"})),
+        ],
+        &[("a", "b")],
+    )
+    .await;
+    let mut sub = w.subscribe("fail").await;
+    let id = w.started("fail").await;
+    let outcome = w.runner(None).try_execute_next().await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Finished(_, ExecutionStatus::Failed)),
+        "{outcome:?}"
+    );
+    let seen = drain(&mut sub, ended).await;
+    pos(&seen, "a:failed");
+    pos(&seen, "b:skipped");
+    pos(&seen, "c:succeeded");
+    let e = w.execution("fail", &id).await;
+    assert_eq!(e["status"], "failed");
+    assert!(
+        e["error"].as_str().unwrap().contains("node a failed"),
+        "{e}"
+    );
+}
+
+async fn cancel_stops_a_running_execution(setup: Setup) {
+    let w = World::new(setup, Duration::from_secs(30)).await;
+    w.flow(
+        "cancel",
+        &[
+            ("slow", "delay", json!({"ms": 600_000})),
+            ("after", "template", json!({"template": "never"})),
+        ],
+        &[("slow", "after")],
+    )
+    .await;
+    let mut sub = w.subscribe("cancel").await;
+    let id = w.started("cancel").await;
+    let runner = w.runner(None);
+    let running = tokio::spawn(async move { runner.try_execute_next().await });
+    drain(&mut sub, |s| s.iter().any(|x| x == "slow:running")).await;
+    let r = w
+        .http
+        .post(format!("{}/v1/flows/cancel/executions/{id}/cancel", w.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let outcome = tokio::time::timeout(PATIENCE, running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Finished(_, ExecutionStatus::Cancelled)),
+        "{outcome:?}"
+    );
+    let e = w.execution("cancel", &id).await;
+    assert_eq!(e["status"], "cancelled");
+    assert_eq!(e["nodes"][0]["status"], "cancelled");
+    assert_eq!(e["nodes"][1]["status"], "skipped");
+    // An ended execution cannot be cancelled again.
+    let r = w
+        .http
+        .post(format!("{}/v1/flows/cancel/executions/{id}/cancel", w.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+async fn a_dead_runners_job_is_finished_by_another_without_rerunning_finished_nodes(setup: Setup) {
+    let w = World::new(setup, Duration::from_millis(500)).await;
+    w.flow(
+        "crash",
+        &[
+            ("first", "template", json!({"template": "done once"})),
+            ("second", "delay", json!({"ms": 1500})),
+        ],
+        &[("first", "second")],
+    )
+    .await;
+    let mut sub = w.subscribe("crash").await;
+    let id = w.started("crash").await;
+    let doomed = w.runner(None);
+    let dying = tokio::spawn(async move { doomed.try_execute_next().await });
+    let before = drain(&mut sub, |s| s.iter().any(|x| x == "second:running")).await;
+    dying.abort(); // the runner dies mid-job: no ack, no more touches
+    let _ = dying.await;
+    // The survivor gets the job once it has been idle for the queue's idle timeout.
+    let survivor = w.runner(None);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let outcome = loop {
+        match survivor.try_execute_next().await.unwrap() {
+            Outcome::Idle => assert!(tokio::time::Instant::now() < deadline, "never reclaimed"),
+            finished => break finished,
+        }
+    };
+    let seen = drain(&mut sub, ended).await;
+    assert!(
+        matches!(outcome, Outcome::Finished(_, ExecutionStatus::Succeeded)),
+        "{outcome:?}"
+    );
+    let all: Vec<&String> = before.iter().chain(&seen).collect();
+    assert_eq!(
+        all.iter().filter(|s| **s == "first:running").count(),
+        1,
+        "{all:?}"
+    );
+    assert_eq!(
+        all.iter().filter(|s| **s == "second:succeeded").count(),
+        1,
+        "{all:?}"
+    );
+    assert_eq!(w.execution("crash", &id).await["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_node_streams_its_tokens_as_ordered_log_chunks() {
+    let w = World::new(Setup::Embedded, Duration::from_secs(30)).await;
+    let url = flowsync_testkit::ChatStub::start(&["Hel", "lo", ", wor", "ld"]).url;
+    w.flow(
+        "llm",
+        &[
+            ("topic", "template", json!({"template": "rust"})),
+            ("ask", "llm", json!({"prompt": "Say hello about {{topic}}"})),
+        ],
+        &[("topic", "ask")],
+    )
+    .await;
+    let mut sub = w.subscribe("llm").await;
+    let id = w.started("llm").await;
+    w.runner(Some(url)).try_execute_next().await.unwrap();
+    let seen = drain(&mut sub, ended).await;
+    let logs: Vec<&String> = seen.iter().filter(|s| s.starts_with("log:")).collect();
+    assert_eq!(
+        logs,
+        [
+            "log:ask:0:Hel:false",
+            "log:ask:1:lo:false",
+            "log:ask:2:, wor:false",
+            "log:ask:3:ld:false",
+            "log:ask:4::true"
+        ]
+    );
+    assert!(pos(&seen, "log:ask:4::true") < pos(&seen, "ask:succeeded"));
+    let e = w.execution("llm", &id).await;
+    let ask = &e["nodes"][1];
+    assert_eq!(ask["output"], "Hello, world");
+    assert_eq!(ask["log"], "Hello, world", "the aggregated log is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_that_cannot_run_are_refused_naming_the_node() {
+    let w = World::new(Setup::Embedded, Duration::from_secs(30)).await;
+    w.flow(
+        "cyc",
+        &[("a", "template", json!({})), ("b", "template", json!({}))],
+        &[("a", "b"), ("b", "a")],
+    )
+    .await;
+    let r = w.start("cyc").await;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_flow");
+    assert!(["a", "b"].contains(&body["error"]["details"]["node"].as_str().unwrap()));
+    w.flow("odd", &[("z", "teleport", json!({}))], &[]).await;
+    let body: Value = w.start("odd").await.json().await.unwrap();
+    assert_eq!(body["error"]["details"]["node"], "z");
+    assert_eq!(w.start("nope").await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_worker_publishes_through_the_api() {
+    let w = World::new(Setup::Embedded, Duration::from_secs(30)).await;
+    w.flow("ext", &[("n1", "template", json!({}))], &[]).await;
+    w.flow("other", &[("n1", "template", json!({}))], &[]).await;
+    let id = w.started("ext").await;
+    let foreign = w.started("other").await;
+    let mut sub = w.subscribe("ext").await;
+    let post = |eid: &str, body: Value| {
+        w.http
+            .post(format!("{}/v1/flows/ext/executions/{eid}/events", w.base))
+            .json(&body)
+            .send()
+    };
+    let r = post(
+        &id,
+        json!({"type": "LOG_STREAM", "data": {"execution_id": id, "node_id": "n1",
+        "index": 0, "chunk": "from outside", "done": false}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = post(
+        &id,
+        json!({"type": "EXECUTION_UPDATE", "data": {"execution_id": id,
+        "node_id": "n1", "node_status": "succeeded", "output": "ok"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let seen = drain(&mut sub, |s| s.iter().any(|x| x == "n1:succeeded")).await;
+    pos(&seen, "log:n1:0:from outside:false");
+    let e = w.execution("ext", &id).await;
+    assert_eq!(e["nodes"][0]["log"], "from outside");
+    assert_eq!(e["nodes"][0]["output"], "ok");
+    // Another flow's execution, a mismatched id, a wrong type: refused.
+    let r = post(
+        &foreign,
+        json!({"type": "LOG_STREAM", "data": {"execution_id": foreign,
+        "node_id": "n1", "index": 0, "chunk": "x", "done": false}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post(
+        &id,
+        json!({"type": "LOG_STREAM", "data": {"execution_id": foreign,
+        "node_id": "n1", "index": 0, "chunk": "x", "done": false}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = post(&id, json!({"type": "SYNC_CANVAS", "data": {}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
