@@ -2,7 +2,8 @@
 # Fan-out on one channel: the flowsync gateway and nginx + Nchan (both Redis-backed), the
 # same load generator, the same clients and rates, in one run (DESIGN §5, issue "SSE
 # gateway"). Never run in CI.
-# Usage: bench/fanout.sh [clients] [seconds] [rate…]
+# Usage: bench/fanout.sh [clients] [seconds] [rate…]   (NCHAN=0 measures flowsync only)
+# One client at high rates is the LOG_STREAM figure of issue 7: bench/fanout.sh 1 5 1000 20000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${1:-1000}
@@ -35,5 +36,5 @@ wait_up 18090 /pub/fanout $NGINX
 
 for rate in ${RATES[@]}; do
   target/release/sse_fanout flowsync 127.0.0.1:18082 redis://127.0.0.1:$REDIS_PORT "$CLIENTS" "$rate" "$SECONDS_PER_RUN" $GW
-  target/release/sse_fanout nchan 127.0.0.1:18090 - "$CLIENTS" "$rate" "$SECONDS_PER_RUN" "$(pgrep -d, -P $NGINX),$NGINX"
+  [ "${NCHAN:-1}" = 0 ] || target/release/sse_fanout nchan 127.0.0.1:18090 - "$CLIENTS" "$rate" "$SECONDS_PER_RUN" "$(pgrep -d, -P $NGINX),$NGINX"
 done
