@@ -300,15 +300,13 @@ impl<'r> Run<'r> {
         self.runner
             .publish(
                 &self.flow,
-                EventBody::ExecutionUpdate(ExecutionUpdate {
-                    execution_id: self.execution.id.clone(),
-                    status: None,
-                    node_id: Some(node.clone()),
-                    node_status: Some(status),
-                    progress: None,
+                EventBody::ExecutionUpdate(ExecutionUpdate::of_node(
+                    self.execution.id.clone(),
+                    node.clone(),
+                    status,
                     output,
                     error,
-                }),
+                )),
             )
             .await?;
         Ok(())
@@ -328,15 +326,11 @@ impl<'r> Run<'r> {
         self.runner
             .publish(
                 &self.flow,
-                EventBody::ExecutionUpdate(ExecutionUpdate {
-                    execution_id: self.execution.id.clone(),
-                    status: Some(status),
-                    node_id: None,
-                    node_status: None,
-                    progress: None,
-                    output: None,
+                EventBody::ExecutionUpdate(ExecutionUpdate::of_execution(
+                    self.execution.id.clone(),
+                    status,
                     error,
-                }),
+                )),
             )
             .await?;
         Ok(())

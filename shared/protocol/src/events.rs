@@ -340,6 +340,44 @@ pub struct ExecutionUpdate {
     pub error: Option<String>,
 }
 
+impl ExecutionUpdate {
+    /// The execution's new status (and why it failed).
+    pub fn of_execution(
+        execution_id: ExecutionId,
+        status: ExecutionStatus,
+        error: Option<String>,
+    ) -> Self {
+        Self {
+            execution_id,
+            status: Some(status),
+            node_id: None,
+            node_status: None,
+            progress: None,
+            output: None,
+            error,
+        }
+    }
+
+    /// One node's new status, with its output or error.
+    pub fn of_node(
+        execution_id: ExecutionId,
+        node_id: NodeId,
+        status: NodeStatus,
+        output: Option<serde_json::Value>,
+        error: Option<String>,
+    ) -> Self {
+        Self {
+            execution_id,
+            status: None,
+            node_id: Some(node_id),
+            node_status: Some(status),
+            progress: None,
+            output,
+            error,
+        }
+    }
+}
+
 /// `LOG_STREAM`: a chunk of a node's streamed output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LogStream {

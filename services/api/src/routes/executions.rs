@@ -4,7 +4,8 @@ use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use flowsync_auth::Scope;
 use flowsync_protocol::{
-    EventBody, Execution, ExecutionId, ExecutionStatus, FlowId, NodeRun, NodeStatus,
+    EventBody, Execution, ExecutionId, ExecutionStatus, ExecutionUpdate, FlowId, NodeRun,
+    NodeStatus,
 };
 use flowsync_runner::plan::Plan;
 use flowsync_store::{NodeRunUpdate, StoreError};
@@ -80,15 +81,11 @@ pub(super) async fn start(
         .publish(&announce::event(
             &id,
             &caller.actor,
-            EventBody::ExecutionUpdate(flowsync_protocol::ExecutionUpdate {
-                execution_id: execution.id.clone(),
-                status: Some(ExecutionStatus::Queued),
-                node_id: None,
-                node_status: None,
-                progress: None,
-                output: None,
-                error: None,
-            }),
+            EventBody::ExecutionUpdate(ExecutionUpdate::of_execution(
+                execution.id.clone(),
+                ExecutionStatus::Queued,
+                None,
+            )),
         ))
         .await?;
     Ok(HttpResponse::Accepted().json(json!({"execution_id": execution.id})))
@@ -156,15 +153,11 @@ pub(super) async fn cancel(
         .publish(&announce::event(
             &flow,
             &caller.actor,
-            EventBody::ExecutionUpdate(flowsync_protocol::ExecutionUpdate {
-                execution_id: eid,
-                status: Some(ExecutionStatus::Cancelled),
-                node_id: None,
-                node_status: None,
-                progress: None,
-                output: None,
-                error: None,
-            }),
+            EventBody::ExecutionUpdate(ExecutionUpdate::of_execution(
+                eid,
+                ExecutionStatus::Cancelled,
+                None,
+            )),
         ))
         .await?;
     Ok(HttpResponse::Accepted().finish())
