@@ -107,6 +107,7 @@ impl Application {
         backends: Backends,
         extra: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
     ) -> anyhow::Result<Self> {
+        flowsync_config::check_exposure(&config.listen, &config.auth)?;
         let Backends {
             store,
             bus,

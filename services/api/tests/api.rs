@@ -932,3 +932,14 @@ async fn openapi_is_valid_and_lists_every_route() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_off_is_refused_beyond_loopback() {
+    let backends = Backends::new(Setup::Embedded).open().await;
+    let config = ApiConfig {
+        listen: "0.0.0.0:0".into(),
+        ..ApiConfig::default()
+    };
+    let err = Application::with_backends(&config, backends).unwrap_err();
+    assert!(err.to_string().contains("without auth"), "{err}");
+}

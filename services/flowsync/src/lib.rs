@@ -7,14 +7,11 @@
 //! - this module: [`System::build`] opens the backends once, mounts the event streams into
 //!   the API's HTTP server, and refuses to run without auth beyond loopback.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use anyhow::Context;
 use flowsync_api::config::ApiConfig;
 use flowsync_api::startup::Application;
-use flowsync_auth::AuthMode;
 use flowsync_bus::BusBackend;
 use flowsync_config::Backends;
 use flowsync_gateway::GatewayConfig;
@@ -39,15 +36,7 @@ pub struct System {
 impl System {
     /// Opens the store under the data directory and the in-process bus, and binds.
     pub async fn build(config: SystemConfig) -> anyhow::Result<Self> {
-        let addr: SocketAddr = config
-            .listen
-            .parse()
-            .with_context(|| format!("listen address {:?}", config.listen))?;
-        if config.auth.mode == AuthMode::Off && !addr.ip().is_loopback() {
-            anyhow::bail!(
-                "refusing to listen on {addr} without auth: set FLOWSYNC_AUTH__MODE (DESIGN §7), or listen on 127.0.0.1"
-            );
-        }
+        flowsync_config::check_exposure(&config.listen, &config.auth)?;
         let store = StoreBackend::Sqlite {
             path: config.data_dir.join("flowsync.db"),
         };

@@ -145,6 +145,7 @@ impl Gateway {
 
     /// Binds the listener over backends opened by the caller (tests, the one binary).
     pub async fn with_backends(config: &GatewayConfig, backends: Backends) -> anyhow::Result<Self> {
+        flowsync_config::check_exposure(&config.listen, &config.auth)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

@@ -825,3 +825,20 @@ async fn health_ready_and_metrics_answer() {
         assert!(text.contains(name), "{name} in /metrics");
     }
 }
+
+#[tokio::test]
+async fn auth_off_is_refused_beyond_loopback() {
+    let world = World::new(|_| {}).await;
+    let backends = Backends {
+        store: world.store.clone(),
+        bus: world.publisher.clone(),
+        presence: Arc::new(world.presence().await),
+        jobs: Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
+    };
+    let config = GatewayConfig {
+        listen: "0.0.0.0:0".into(),
+        ..GatewayConfig::default()
+    };
+    let err = Gateway::with_backends(&config, backends).await.unwrap_err();
+    assert!(err.to_string().contains("without auth"), "{err}");
+}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use flowsync_auth::{AuthConfig, AuthMode};
 use flowsync_bus::jobs::{JobQueue, JobsConfig};
 use flowsync_bus::presence::{PresenceConfig, PresenceSet};
 use flowsync_bus::{Bus, BusBackend, BusConfig};
@@ -30,6 +31,20 @@ pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
         )
         .build()?
         .try_deserialize()
+}
+
+/// Refuses to serve without auth beyond this machine (DESIGN §7): auth may be off only on a
+/// loopback address (local development, the one binary). `listen` is `host:port`.
+pub fn check_exposure(listen: &str, auth: &AuthConfig) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("listen address {listen:?}"))?;
+    if auth.mode == AuthMode::Off && !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {addr} without auth: set FLOWSYNC_AUTH__MODE (DESIGN §7), or listen on 127.0.0.1"
+        );
+    }
+    Ok(())
 }
 
 /// What a service serves from. A process running several services opens them once and
