@@ -473,6 +473,7 @@ impl<'r> Run<'r> {
             node: node.id.clone(),
             index: 0,
             text: String::new(),
+            outbox: None,
         };
         async move {
             let Some(kind) = kind else {
@@ -514,8 +515,10 @@ impl<'r> Run<'r> {
     }
 }
 
-/// A node's `LOG_STREAM`: each chunk published as it comes, the whole text stored at the
-/// end (one write per node, not per token).
+/// A node's `LOG_STREAM`: chunks go to a publisher task through a bounded outbox, which
+/// publishes whatever has queued up in one ordered batch — a fast stream is not held to
+/// one bus round trip per chunk, and a stream faster than the bus waits on the outbox. The
+/// whole text is stored once at the end (one write per node, not per token).
 struct Chunks {
     runner: Runner,
     flow: FlowId,
@@ -523,29 +526,62 @@ struct Chunks {
     node: NodeId,
     index: u64,
     text: String,
+    /// The publisher task and its inbox, started by the first chunk.
+    outbox: Option<(
+        tokio::sync::mpsc::Sender<Event>,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+/// Chunks a node may have queued for publishing before it waits.
+const OUTBOX: usize = 1024;
+
+/// Publishes queued chunks in order, a batch at a time.
+async fn publish_in_order(runner: Runner, mut inbox: tokio::sync::mpsc::Receiver<Event>) {
+    let mut batch = Vec::with_capacity(256);
+    while inbox.recv_many(&mut batch, 256).await > 0 {
+        if let Err(e) = runner.bus.publish_all(&batch).await {
+            tracing::warn!(error = %e, "log chunks were not published");
+        }
+        batch.clear();
+    }
 }
 
 impl Chunks {
     async fn publish(&mut self, chunk: &str, done: bool) {
-        let body = EventBody::LogStream(LogStream {
-            execution_id: self.execution.clone(),
-            node_id: self.node.clone(),
-            index: self.index,
-            chunk: chunk.to_owned(),
-            done,
-        });
+        let event = Event {
+            body: EventBody::LogStream(LogStream {
+                execution_id: self.execution.clone(),
+                node_id: self.node.clone(),
+                index: self.index,
+                chunk: chunk.to_owned(),
+                done,
+            }),
+            flow_id: self.flow.clone(),
+            seq: None,
+            ts: chrono::Utc::now(),
+            actor: worker(),
+            traceparent: flowsync_telemetry::traceparent(),
+        };
         self.index += 1;
-        if let Err(e) = self.runner.publish(&self.flow, body).await {
-            tracing::warn!(error = %e, "a log chunk was not published");
-        }
+        let runner = &self.runner;
+        let (outbox, _) = self.outbox.get_or_insert_with(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(OUTBOX);
+            (tx, tokio::spawn(publish_in_order(runner.clone(), rx)))
+        });
+        let _ = outbox.send(event).await;
     }
 
-    /// The closing `done` chunk, and the node's whole log stored.
+    /// The closing `done` chunk, every chunk published, and the node's whole log stored.
     async fn end(&mut self) {
         if self.index == 0 {
             return;
         }
         self.publish("", true).await;
+        if let Some((outbox, publisher)) = self.outbox.take() {
+            drop(outbox);
+            let _ = publisher.await;
+        }
         let text = std::mem::take(&mut self.text);
         if let Err(e) = self
             .runner

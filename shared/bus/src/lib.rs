@@ -255,6 +255,17 @@ pub trait Bus: History {
     /// order per flow. Fails for unsequenced types.
     async fn publish(&self, event: &Event) -> Result<Position, BusError>;
 
+    /// Publishes events in this order, as [`publish`](Self::publish) each would, without
+    /// waiting for one before sending the next (a streaming writer's chunks). Stops at the
+    /// first failure.
+    async fn publish_all(&self, events: &[Event]) -> Result<Vec<Position>, BusError> {
+        let mut positions = Vec::with_capacity(events.len());
+        for event in events {
+            positions.push(self.publish(event).await?);
+        }
+        Ok(positions)
+    }
+
     /// Delivers an ephemeral event (`PRESENCE`) to current subscribers; not kept, no `seq`.
     async fn publish_ephemeral(&self, event: &Event) -> Result<(), BusError>;
 

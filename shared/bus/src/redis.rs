@@ -377,41 +377,61 @@ impl History for RedisBus {
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, event: &Event) -> Result<Position, BusError> {
-        if !event.body.is_sequenced() {
-            return Err(BusError::Invalid(format!(
-                "{} is not a sequenced event",
-                event.type_name()
-            )));
+        self.publish_all(std::slice::from_ref(event))
+            .await
+            .map(|mut p| p.remove(0))
+    }
+
+    /// Queues every event at once (in order, under one lock) for the flows' group commits,
+    /// then waits for all: one script call can carry a whole run of a writer's chunks.
+    async fn publish_all(&self, events: &[Event]) -> Result<Vec<Position>, BusError> {
+        let mut waiting = Vec::with_capacity(events.len());
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            if !event.body.is_sequenced() {
+                return Err(BusError::Invalid(format!(
+                    "{} is not a sequenced event",
+                    event.type_name()
+                )));
+            }
+            let (done, result) = oneshot::channel();
+            waiting.push(result);
+            pending.push((
+                event.flow_id.clone(),
+                Pending {
+                    kind: event.type_name(),
+                    json: encode(event)?,
+                    done,
+                },
+            ));
         }
-        let (done, result) = oneshot::channel();
-        let pending = Pending {
-            kind: event.type_name(),
-            json: encode(event)?,
-            done,
-        };
-        let lead = {
+        let mut leads = vec![];
+        {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
-            match queues.get_mut(&event.flow_id) {
-                // A flush of this flow is under way: it will take this event too.
-                Some(queue) => {
-                    queue.push(pending);
-                    false
-                }
-                None => {
-                    queues.insert(event.flow_id.clone(), vec![pending]);
-                    true
+            for (flow, p) in pending {
+                match queues.get_mut(&flow) {
+                    // A flush of this flow is under way: it will take this event too.
+                    Some(queue) => queue.push(p),
+                    None => {
+                        queues.insert(flow.clone(), vec![p]);
+                        leads.push(flow);
+                    }
                 }
             }
-        };
-        if lead {
+        }
+        for flow in leads {
             // In its own task, so a caller that gives up cannot strand the queue.
-            tokio::spawn(self.clone().flush(event.flow_id.clone()));
+            tokio::spawn(self.clone().flush(flow));
         }
-        match result.await {
-            Ok(Ok(position)) => Ok(position),
-            Ok(Err(e)) => Err(BusError::Unavailable(e.into())),
-            Err(_) => Err(BusError::Unavailable("the publish task ended".into())),
+        let mut positions = Vec::with_capacity(waiting.len());
+        for result in waiting {
+            positions.push(match result.await {
+                Ok(Ok(position)) => position,
+                Ok(Err(e)) => return Err(BusError::Unavailable(e.into())),
+                Err(_) => return Err(BusError::Unavailable("the publish task ended".into())),
+            });
         }
+        Ok(positions)
     }
 
     async fn publish_ephemeral(&self, event: &Event) -> Result<(), BusError> {

@@ -116,7 +116,30 @@ conformance!(
     a_lagging_subscriber_is_filled_from_history,
     ephemeral_events_are_live_only,
     concurrent_publishes_through_one_handle_keep_their_positions,
+    publish_all_keeps_the_order_of_a_batch,
 );
+
+async fn publish_all_keeps_the_order_of_a_batch(place: fn(BusConfig) -> Place) {
+    let place = place(BusConfig::default());
+    let bus = place.bus();
+    let f = flow("batch");
+    let mut sub = place.bus().subscribe(&f).await.unwrap();
+    // A streaming writer's batches, one after another, larger than one script call.
+    let mut n = 0;
+    for size in [1, 700, 3] {
+        let batch: Vec<Event> = (n..n + size).map(|i| event(&f, &format!("c{i}"))).collect();
+        let positions = bus.publish_all(&batch).await.unwrap();
+        let seqs: Vec<u64> = positions.iter().map(|p| p.seq).collect();
+        assert_eq!(
+            seqs,
+            ((n + 1) as u64..=(n + size) as u64).collect::<Vec<_>>()
+        );
+        n += size;
+    }
+    for i in 0..n {
+        assert_eq!(chunk_of(&next(&mut sub).await), format!("c{i}"));
+    }
+}
 
 async fn delivers_in_order_everything_after_subscribe(place: fn(BusConfig) -> Place) {
     let place = place(BusConfig::default());
