@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use flowsync_api::config::ApiConfig;
 use flowsync_api::startup::{Application, Backends};
+use flowsync_bus::Item;
 use flowsync_bus::jobs::MemoryJobs;
 use flowsync_bus::memory::MemoryBus;
 use flowsync_bus::presence::MemoryPresence;
-use flowsync_bus::Item;
 use flowsync_protocol::EventBody;
 use flowsync_runner::kinds::LlmConfig;
 use flowsync_runner::{Runner, RunnerConfig};
