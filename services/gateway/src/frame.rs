@@ -1,7 +1,7 @@
 //! SSE framing: each bus message becomes its wire bytes once, shared by every client.
 
 use bytes::Bytes;
-use flowsync_bus::{Message, Position};
+use flowsync_bus::Message;
 use flowsync_protocol::{Event, EventBody};
 
 /// Which event types a client wants (`?types=`), one bit per [`EventBody::TYPES`] entry.
@@ -45,8 +45,6 @@ const CONTROL: u8 = u8::MAX;
 /// One SSE frame, ready to write.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// The event's place in its flow's history (`None`: not sequenced).
-    pub position: Option<Position>,
     /// Index of the event type in [`EventBody::TYPES`], or [`CONTROL`].
     kind: u8,
     /// The bytes on the wire, `id:`/`event:`/`data:` lines and the blank line.
@@ -67,7 +65,6 @@ impl Frame {
         out.extend_from_slice(&m.json);
         out.extend_from_slice(b"\n\n");
         Self {
-            position: m.position.clone(),
             kind: kind_index(&m.kind).unwrap_or(CONTROL),
             bytes: Bytes::from(out),
         }
@@ -84,7 +81,6 @@ impl Frame {
         out.extend_from_slice(&json);
         out.extend_from_slice(b"\n\n");
         Self {
-            position: None,
             kind: CONTROL,
             bytes: Bytes::from(out),
         }
@@ -98,7 +94,6 @@ impl Frame {
     /// The heartbeat comment.
     pub fn ping() -> Self {
         Self {
-            position: None,
             kind: CONTROL,
             bytes: Bytes::from_static(b": ping\n\n"),
         }

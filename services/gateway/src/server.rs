@@ -354,12 +354,13 @@ fn events_flow(path: &str) -> Option<&str> {
 /// long-lived state is stored once, not copied into each async frame it passes through.
 #[derive(Debug)]
 pub(crate) struct Admitted {
+    /// Holds the stream's place in the connection limits. First, so it is freed before
+    /// the membership announces the leave: whoever sees the leave may take the slot.
+    _slot: Slot,
     /// What was asked.
     pub(crate) request: stream::Request,
     /// The flow's frames and where they start.
     pub(crate) joined: crate::hub::Joined,
-    /// Holds the stream's place in the connection limits.
-    _slot: Slot,
 }
 
 /// Checks a stream request and joins its flow; an `Err` is the answer instead.
