@@ -31,6 +31,7 @@ pub use config::SystemConfig;
 pub struct System {
     app: Application,
     runner: Runner,
+    backends: Backends,
 }
 
 impl System {
@@ -76,12 +77,22 @@ impl System {
             config.runner.clone(),
         );
         let streams = web::Data::new(streams);
-        let app = Application::with_routes(&api, backends, move |cfg| {
+        let app = Application::with_routes(&api, backends.clone(), move |cfg| {
             // Every method: the gateway answers those it does not serve (405).
             cfg.app_data(streams.clone())
                 .route("/v1/flows/{flow_id}/events", web::route().to(events));
         })?;
-        Ok(Self { app, runner })
+        Ok(Self {
+            app,
+            runner,
+            backends,
+        })
+    }
+
+    /// The store, bus, presence set and job queue the system runs on (for tests that play
+    /// a process that dies between two steps).
+    pub fn backends(&self) -> &Backends {
+        &self.backends
     }
 
     /// The bound port.

@@ -45,7 +45,7 @@ async fn next(events: &mut Events, kind: &str) -> (String, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_session_against_the_one_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let llm = flowsync_testkit::ChatStub::start(&["Plan", ": ", "ship"]);
+    let llm = flowsync_testkit::ChatStub::start(["Plan", ": ", "ship"]);
     let mut config = SystemConfig {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),

@@ -30,13 +30,7 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000);
-    let words: &'static [&'static str] = Box::leak(
-        (0..tokens)
-            .map(|i| &*Box::leak(format!("t{i} ").into_boxed_str()))
-            .collect::<Vec<_>>()
-            .into_boxed_slice(),
-    );
-    let stub = flowsync_testkit::ChatStub::start(words);
+    let stub = flowsync_testkit::ChatStub::start((0..tokens).map(|i| format!("t{i} ")));
     let dir = tempfile::tempdir()?;
     let backends = Backends {
         store: StoreBackend::Sqlite {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
+use flowsync_client::llm::chat_tokens;
 use flowsync_protocol::{Node, NodeId};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -170,42 +170,17 @@ impl NodeKind for Llm {
         messages.push(json!({"role": "user", "content": prompt}));
         let body = json!({
             "model": text(data, "model").unwrap_or_else(|| self.config.model.clone()),
-            "stream": true,
             "messages": messages,
         });
-        let url = format!(
-            "{}/chat/completions",
-            self.config.base_url.trim_end_matches('/')
-        );
-        let mut req = self.http.post(&url).json(&body);
-        if let Some(key) = &self.config.api_key {
-            req = req.bearer_auth(key.expose());
-        }
-        let r = req.send().await.map_err(|e| format!("llm: {e}"))?;
-        if !r.status().is_success() {
-            let status = r.status();
-            let detail = r.text().await.unwrap_or_default();
-            return Err(format!(
-                "llm: {status}: {}",
-                detail.chars().take(300).collect::<String>()
-            ));
-        }
-        let mut events = r.bytes_stream().eventsource();
+        let key = self.config.api_key.as_ref().map(|k| k.expose());
+        let mut tokens = chat_tokens(&self.http, &self.config.base_url, key, body)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut full = String::new();
-        while let Some(event) = events.next().await {
-            let event = event.map_err(|e| format!("llm: stream: {e}"))?;
-            if event.data.trim() == "[DONE]" {
-                break;
-            }
-            let delta: Value =
-                serde_json::from_str(&event.data).map_err(|e| format!("llm: bad chunk: {e}"))?;
-            if let Some(token) = delta["choices"][0]["delta"]["content"]
-                .as_str()
-                .filter(|t| !t.is_empty())
-            {
-                input.log.chunk(token).await;
-                full.push_str(token);
-            }
+        while let Some(token) = tokens.next().await {
+            let token = token.map_err(|e| e.to_string())?;
+            input.log.chunk(&token).await;
+            full.push_str(&token);
         }
         Ok(Value::String(full))
     }

@@ -425,7 +425,7 @@ async fn a_dead_runners_job_is_finished_by_another_without_rerunning_finished_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_node_streams_its_tokens_as_ordered_log_chunks() {
     let w = World::new(Setup::Embedded, Duration::from_secs(30)).await;
-    let url = flowsync_testkit::ChatStub::start(&["Hel", "lo", ", wor", "ld"]).url;
+    let url = flowsync_testkit::ChatStub::start(["Hel", "lo", ", wor", "ld"]).url;
     w.flow(
         "llm",
         &[

@@ -166,6 +166,11 @@ impl Canvas {
         self.edges.get(id)
     }
 
+    /// The string at `path` (a JSON pointer into `data`) of a node, if both exist.
+    pub fn text(&self, node: &str, path: &FieldPath) -> Option<&str> {
+        text_field(&self.nodes.get(node)?.data, path).map(String::as_str)
+    }
+
     /// Nodes in insertion order.
     pub fn nodes(&self) -> impl ExactSizeIterator<Item = &Node> {
         self.nodes.values()

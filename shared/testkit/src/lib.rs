@@ -333,14 +333,22 @@ pub struct ChatStub {
 }
 
 impl ChatStub {
-    /// Starts the stub on a free port (a thread per connection; it lives as long as the
-    /// test process).
-    pub fn start(tokens: &'static [&'static str]) -> Self {
+    /// Starts the stub on a free port, answering with every token in one write (a thread
+    /// per connection; it lives as long as the test process).
+    pub fn start<T: Into<String>>(tokens: impl IntoIterator<Item = T>) -> Self {
+        Self::paced(tokens, Duration::ZERO)
+    }
+
+    /// Like [`start`](Self::start), writing one token per `pace` the way a model produces
+    /// them (a pacing for the stand-in's output, not a synchronisation of the test).
+    pub fn paced<T: Into<String>>(tokens: impl IntoIterator<Item = T>, pace: Duration) -> Self {
+        let tokens: std::sync::Arc<[String]> = tokens.into_iter().map(Into::into).collect();
         let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
         let url = format!("http://{}/v1", listener.local_addr().expect("bound"));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                std::thread::spawn(move || stream_chat(stream, tokens));
+                let tokens = tokens.clone();
+                std::thread::spawn(move || stream_chat(stream, &tokens, pace));
             }
         });
         Self { url }
@@ -348,7 +356,7 @@ impl ChatStub {
 }
 
 /// Reads one request head (the body is not needed) and streams the tokens.
-fn stream_chat(mut stream: TcpStream, tokens: &[&str]) {
+fn stream_chat(mut stream: TcpStream, tokens: &[String], pace: Duration) {
     let mut got = vec![];
     let mut chunk = [0u8; 8192];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -357,14 +365,33 @@ fn stream_chat(mut stream: TcpStream, tokens: &[&str]) {
             Ok(n) => got.extend_from_slice(&chunk[..n]),
         }
     }
+    let _ = stream.set_nodelay(true);
     let mut out = String::from(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
     );
-    for t in tokens {
+    let chunk = |t: &str| {
         let escaped = t.replace('\\', "\\\\").replace('"', "\\\"");
-        out.push_str(&format!(
+        format!(
             "data: {{\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{escaped}\"}}}}]}}\n\n"
-        ));
+        )
+    };
+    if pace.is_zero() {
+        tokens.iter().for_each(|t| out.push_str(&chunk(t)));
+    } else {
+        if stream.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+        out.clear();
+        let start = Instant::now();
+        for (i, t) in tokens.iter().enumerate() {
+            // Paced against the start, so the rate holds however long each write takes.
+            if let Some(wait) = (start + pace * i as u32).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if stream.write_all(chunk(t).as_bytes()).is_err() {
+                return;
+            }
+        }
     }
     out.push_str("data: [DONE]\n\n");
     let _ = stream.write_all(out.as_bytes());
