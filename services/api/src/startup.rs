@@ -174,6 +174,13 @@ impl Application {
                 .configure(extra.clone())
                 .configure(routes::configure(state.clone()))
         })
+        // Small writes go out at once: a `202`, and in the one binary each SSE event,
+        // would otherwise wait for the peer's delayed ACK (~40 ms) behind Nagle.
+        .on_connect(|conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .listen(listener)?
         .run();
         Ok(Self { port, server })
@@ -182,6 +189,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops the server from outside (tests): `stop(false)` drops every connection now.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// Serves until the server is stopped (SIGINT/SIGTERM).

@@ -50,6 +50,7 @@ impl System {
             &config.jobs,
         )
         .await?;
+        requeue_unfinished(&backends).await?;
         let streams = Streams::new(
             &GatewayConfig {
                 auth: config.auth.clone(),
@@ -100,6 +101,12 @@ impl System {
         self.app.port()
     }
 
+    /// Stops the system from outside (tests): `stop(false)` is a crash as far as clients
+    /// can tell.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.app.handle()
+    }
+
     /// Serves (and runs flows) until SIGINT or SIGTERM.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let runner = self.runner;
@@ -108,6 +115,26 @@ impl System {
         running.abort();
         served
     }
+}
+
+/// The in-process job queue starts empty: executions a previous run left `queued` or
+/// `running` are queued again (the runner keeps nodes that already succeeded).
+async fn requeue_unfinished(backends: &Backends) -> anyhow::Result<()> {
+    const MOST: usize = 100_000;
+    let unfinished = backends.store.unfinished_executions(MOST).await?;
+    if unfinished.len() == MOST {
+        tracing::warn!("{MOST} unfinished executions queued again; any more wait for a restart");
+    }
+    for (flow, execution) in &unfinished {
+        backends.jobs.enqueue(flow, execution).await?;
+    }
+    if !unfinished.is_empty() {
+        tracing::info!(
+            count = unfinished.len(),
+            "unfinished executions queued again"
+        );
+    }
+    Ok(())
 }
 
 /// The data directory's default.

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use flowsync::{System, SystemConfig};
+use flowsync_bus::Item;
+use flowsync_protocol::{
+    EventBody, Execution, ExecutionId, ExecutionStatus, FlowId, NodeId, NodeRun, NodeStatus,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -162,6 +166,106 @@ async fn a_browser_session_against_the_one_binary() {
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "flow_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_acknowledged_ops_and_finishes_unfinished_executions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SystemConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_owned(),
+        ..SystemConfig::default()
+    };
+    let first = System::build(config()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", first.port());
+    let (handle, store) = (first.handle(), first.backends().store.clone());
+    let served = tokio::spawn(first.run_until_stopped());
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/flows"))
+        .json(&json!({"id": "keep", "name": "Keep"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for i in 0..20 {
+        let r = http
+            .post(format!("{base}/v1/flows/keep/ops"))
+            .json(
+                &json!({"client_id": "c", "ops": [{"op_id": format!("o{i}"), "type": "node.add",
+                "node": {"id": format!("n{i}"), "type": "delay", "position": {"x": i, "y": 0}}}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "op {i} acknowledged");
+    }
+    // An execution the API stored as the process died, before the runner took it.
+    let flow = FlowId::parse("keep").unwrap();
+    let now = chrono::Utc::now();
+    store
+        .create_execution(&Execution {
+            id: ExecutionId::parse("left").unwrap(),
+            flow_id: flow.clone(),
+            flow_version: 20,
+            status: ExecutionStatus::Queued,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            nodes: (0..20)
+                .map(|i| NodeRun {
+                    node_id: NodeId::parse(format!("n{i}")).unwrap(),
+                    status: NodeStatus::Pending,
+                    output: None,
+                    error: None,
+                    log: String::new(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    drop(store);
+    handle.stop(false).await;
+    served.await.unwrap().unwrap();
+
+    // Started again on the same data directory.
+    let second = System::build(config()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", second.port());
+    let mut updates = second.backends().bus.subscribe(&flow).await.unwrap();
+    tokio::spawn(second.run_until_stopped());
+    let state: Value = http
+        .get(format!("{base}/v1/flows/keep"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["version"], 20, "every acknowledged op is there");
+    assert_eq!(state["nodes"].as_array().unwrap().len(), 20);
+    loop {
+        let item = tokio::time::timeout(PATIENCE, updates.next())
+            .await
+            .expect("the execution runs")
+            .unwrap()
+            .expect("the subscription is open");
+        let Item::Message(m) = item else { continue };
+        if let EventBody::ExecutionUpdate(u) = m.event().unwrap().body
+            && u.node_id.is_none()
+            && u.status == Some(ExecutionStatus::Succeeded)
+        {
+            break;
+        }
+    }
+    let execution: Value = http
+        .get(format!("{base}/v1/flows/keep/executions/left"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(execution["status"], "succeeded");
 }
 
 #[tokio::test]

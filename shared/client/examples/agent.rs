@@ -57,7 +57,7 @@ struct Args {
     #[arg(long, env = "FLOWSYNC_RUNNER__LLM__API_KEY", hide_env_values = true)]
     llm_api_key: Option<String>,
     /// Tokens arriving within this many milliseconds go out as one op.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     batch_ms: u64,
 }
 

@@ -46,13 +46,15 @@ impl<'a> TextWriter<'a> {
             session,
             node,
             path,
-            window: Duration::from_millis(5),
+            window: Duration::from_millis(10),
             max_batch_bytes: 16 * 1024,
             max_refusals: 3,
         }
     }
 
-    /// How long a batch waits for more text after its first piece (default 5 ms).
+    /// How long a batch waits for more text after its first piece (default 10 ms). Ops
+    /// are at least this far apart, so the default stays under the API's default rate
+    /// limit of 100 requests a second per subject; past it each `429` costs a second.
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
         self
@@ -95,7 +97,9 @@ impl<'a> TextWriter<'a> {
                 .filter(|_| sending.is_none())
                 .map(|t| t + self.window);
             tokio::select! {
-                piece = text.next(), if !ended => match piece {
+                // A full batch stops the reading until it is on its way: the stream's
+                // producer waits instead of the batch growing without bound.
+                piece = text.next(), if !ended && batch.len() < self.max_batch_bytes => match piece {
                     Some(piece) => {
                         report.tokens += 1;
                         batch_since.get_or_insert_with(Instant::now);

@@ -148,4 +148,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// A flow's executions, newest first, at most `limit`.
     async fn executions(&self, flow: &FlowId, limit: usize) -> Result<Vec<Execution>, StoreError>;
+
+    /// Executions of every flow still `queued` or `running`, oldest first, at most `limit`.
+    async fn unfinished_executions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(FlowId, ExecutionId)>, StoreError>;
 }

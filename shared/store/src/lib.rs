@@ -519,6 +519,15 @@ impl Store {
     ) -> Result<Vec<Execution>, StoreError> {
         self.backend.executions(flow, limit).await
     }
+
+    /// Executions of every flow still `queued` or `running`, oldest first: what a process
+    /// whose job queue lives in memory queues again when it starts.
+    pub async fn unfinished_executions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(FlowId, ExecutionId)>, StoreError> {
+        self.backend.unfinished_executions(limit).await
+    }
 }
 
 fn found(ok: bool, id: &ExecutionId) -> Result<(), StoreError> {

@@ -235,11 +235,14 @@ impl Backend for MongoBackend {
             )
             .await?;
         self.executions
-            .create_index(
+            .create_indexes([
                 IndexModel::builder()
                     .keys(doc! {"flow_id": 1, "created_at": -1})
                     .build(),
-            )
+                IndexModel::builder()
+                    .keys(doc! {"status": 1, "created_at": 1})
+                    .build(),
+            ])
             .await?;
         self.execution_nodes
             .create_index(
@@ -599,5 +602,37 @@ impl Backend for MongoBackend {
             out.push(self.load_execution(head).await?);
         }
         Ok(out)
+    }
+
+    async fn unfinished_executions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(FlowId, ExecutionId)>, StoreError> {
+        if limit == 0 {
+            return Ok(vec![]);
+        }
+        let statuses = [
+            name(&ExecutionStatus::Queued)?,
+            name(&ExecutionStatus::Running)?,
+        ];
+        let heads = collect(
+            self.executions
+                .find(doc! {"status": {"$in": statuses.to_vec()}})
+                .projection(doc! {"flow_id": 1})
+                .sort(doc! {"created_at": 1, "_id": 1})
+                .limit(limit as i64)
+                .await?,
+        )
+        .await?;
+        heads
+            .iter()
+            .map(|head| {
+                let text = |key| head.get_str(key).map_err(StoreError::corrupt);
+                Ok((
+                    FlowId::parse(text("flow_id")?).map_err(StoreError::corrupt)?,
+                    ExecutionId::parse(text("_id")?).map_err(StoreError::corrupt)?,
+                ))
+            })
+            .collect()
     }
 }

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS executions (
     id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, flow_version INTEGER NOT NULL, status TEXT NOT NULL,
     error TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS executions_flow ON executions (flow_id, created_at);
+CREATE INDEX IF NOT EXISTS executions_status ON executions (status, created_at);
 CREATE TABLE IF NOT EXISTS execution_nodes (
     execution_id TEXT NOT NULL, node_id TEXT NOT NULL, position INTEGER NOT NULL, status TEXT NOT NULL,
     output TEXT, error TEXT, log TEXT NOT NULL DEFAULT '',
@@ -543,6 +544,33 @@ impl Backend for SqliteBackend {
             ids.iter()
                 .filter_map(|id| load_execution(c, id).transpose())
                 .collect()
+        })
+        .await
+    }
+
+    async fn unfinished_executions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(FlowId, ExecutionId)>, StoreError> {
+        let (queued, running) = (
+            name(&ExecutionStatus::Queued)?,
+            name(&ExecutionStatus::Running)?,
+        );
+        self.run(move |c| {
+            c.prepare_cached(
+                "SELECT flow_id, id FROM executions WHERE status IN (?1, ?2) ORDER BY created_at, id LIMIT ?3",
+            )?
+            .query_map(params![queued, running, limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .map(|row| {
+                let (flow, id) = row?;
+                Ok((
+                    FlowId::parse(flow).map_err(StoreError::corrupt)?,
+                    ExecutionId::parse(id).map_err(StoreError::corrupt)?,
+                ))
+            })
+            .collect()
         })
         .await
     }

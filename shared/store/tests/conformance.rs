@@ -554,6 +554,25 @@ async fn executions_lifecycle(place: &Place) {
         ["x2", "x1"],
         "newest first"
     );
+    // What a restarted process with an in-memory job queue queues again: every flow's
+    // queued and running executions, oldest first; finished ones are left alone.
+    let g = new_flow(&store, "g").await;
+    let y = Execution {
+        id: ExecutionId::parse("y1").unwrap(),
+        flow_id: g.clone(),
+        created_at: t0 + chrono::Duration::seconds(9),
+        ..store.execution(&ids[1]).await.unwrap().unwrap()
+    };
+    store.create_execution(&y).await.unwrap();
+    store
+        .set_execution_status(&y.id, ExecutionStatus::Running, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unfinished_executions(10).await.unwrap(),
+        [(f.clone(), ids[1].clone()), (g.clone(), y.id.clone())]
+    );
+    assert_eq!(store.unfinished_executions(1).await.unwrap().len(), 1);
     let missing = ExecutionId::parse("nope").unwrap();
     assert!(matches!(
         store
