@@ -23,6 +23,9 @@ pub struct ClientConfig {
     /// The API's base URL, e.g. `http://127.0.0.1:8080` (the one binary, or the proxy in
     /// front of APIs and gateways).
     pub base_url: String,
+    /// Base URL of the event streams, when the gateways are not behind the API's address
+    /// (the one binary and the proxy of `deploy/` serve both on one).
+    pub events_url: Option<String>,
     /// Bearer token sent with every request and stream (never logged).
     pub token: Option<String>,
     /// Attempts of a request that is safe to repeat (reads, ops — their op ids make a
@@ -46,6 +49,7 @@ impl ClientConfig {
     pub fn new(base_url: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
+            events_url: None,
             token: None,
             attempts: 5,
             backoff: Duration::from_millis(100),
@@ -66,6 +70,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("base_url", &self.base_url)
+            .field("events_url", &self.events_url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("attempts", &self.attempts)
             .field("backoff", &self.backoff)
@@ -233,11 +238,21 @@ impl Client {
         EventStream::new(self.clone(), id.clone(), Some(last_event_id.into()))
     }
 
-    /// A request to `path` with the token.
+    /// A request to `path` of the API with the token.
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request_to(&self.config.base_url, method, path)
+    }
+
+    /// A request for an event stream (`path` on the gateways) with the token.
+    pub(crate) fn events_request(&self, path: &str) -> RequestBuilder {
+        let base = self.config.events_url.as_deref();
+        self.request_to(base.unwrap_or(&self.config.base_url), Method::GET, path)
+    }
+
+    fn request_to(&self, base: &str, method: Method, path: &str) -> RequestBuilder {
         let r = self
             .http
-            .request(method, format!("{}{path}", self.config.base_url));
+            .request(method, format!("{}{path}", base.trim_end_matches('/')));
         match &self.config.token {
             Some(token) => r.bearer_auth(token),
             None => r,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use flowsync_protocol::{Event, FlowId};
 use futures::{Stream, StreamExt};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 
 use crate::{Client, Error};
 
@@ -139,7 +139,7 @@ impl EventStream {
             }
             let mut request = self
                 .client
-                .request(Method::GET, &path)
+                .events_request(&path)
                 .header(reqwest::header::ACCEPT, "text/event-stream");
             if let Some(id) = &self.last_event_id {
                 request = request.header("Last-Event-ID", id);

@@ -44,20 +44,48 @@ pub fn free_port() -> u16 {
 
 /// Runs `program args…` under a watchdog that stops it when this process exits.
 fn spawn_guarded(program: &str, args: &[String]) -> Child {
+    spawn_watched(program, args, &[], None)
+}
+
+/// [`spawn_guarded`], and for a product's process (`pid_file` given): an environment of
+/// only `envs` (plus `PATH`, `HOME`, `RUST_LOG`), since services refuse `FLOWSYNC_*`
+/// settings they do not know, and the server's pid written to `pid_file` (the child is
+/// the watchdog shell).
+fn spawn_watched(
+    program: &str,
+    args: &[String],
+    envs: &[(String, String)],
+    pid_file: Option<&std::path::Path>,
+) -> Child {
+    let mut command = Command::new("bash");
+    if pid_file.is_some() {
+        command.env_clear();
+        for keep in ["PATH", "HOME", "TMPDIR", "RUST_LOG"] {
+            if let Some(v) = std::env::var_os(keep) {
+                command.env(keep, v);
+            }
+        }
+    }
     // The watchdog polls because no portable signal tells a grandchild its grandparent died.
     let script = r#"
         "$@" &
         server=$!
+        [ -n "$PID_FILE" ] && echo $server > "$PID_FILE.tmp" && mv "$PID_FILE.tmp" "$PID_FILE"
         trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT TERM INT
         while kill -0 "$WATCH_PID" 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.3; done
     "#;
-    Command::new("bash")
+    command
         .arg("-c")
         .arg(script)
         .arg("flowsync-testkit")
         .arg(program)
         .args(args)
         .env("WATCH_PID", std::process::id().to_string())
+        .env(
+            "PID_FILE",
+            pid_file.map(|p| p.as_os_str()).unwrap_or_default(),
+        )
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("TEST_LOG").is_some() {
@@ -233,6 +261,208 @@ pub fn mongo() -> &'static MongoServer {
             _child: Some(child),
         }
     })
+}
+
+impl MongoServer {
+    /// A SecantusDB of the test's own on a free port, keeping its data under `dir` (synced
+    /// on every commit) so that it survives [`stop`](Self::stop) and
+    /// [`start_again`](Self::start_again). `None` when `FLOWSYNC_TEST_MONGO_URI` names an
+    /// external MongoDB, which a test cannot stop.
+    pub fn start_in(dir: &std::path::Path) -> Option<OwnedMongo> {
+        if std::env::var_os("FLOWSYNC_TEST_MONGO_URI").is_some() {
+            return None;
+        }
+        let mut mongo = OwnedMongo {
+            port: free_port(),
+            dir: dir.to_owned(),
+            child: None,
+        };
+        mongo.start_again();
+        Some(mongo)
+    }
+}
+
+/// A SecantusDB that a test stops and starts (see [`MongoServer::start_in`]).
+#[derive(Debug)]
+pub struct OwnedMongo {
+    /// The port, kept across restarts.
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnedMongo {
+    /// The connection string.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// Stops the server (SIGTERM to the watchdog, which stops it) and waits until the
+    /// port refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "SecantusDB on {} did not stop",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server (again) on its port over its data.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop the server before starting it again"
+        );
+        let args: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--storage-path",
+            &self.dir.to_string_lossy(),
+            "--sync-on-commit",
+            "--log-level",
+            "WARNING",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut child = spawn_guarded(&secantusd().to_string_lossy(), &args);
+        wait_for_port(self.port, "secantusd-py", &mut child);
+        self.child = Some(child);
+    }
+}
+
+impl Drop for OwnedMongo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A program of the product (a service binary) run as its own OS process under the
+/// watchdog, so that a test can kill it like a crash would.
+#[derive(Debug)]
+pub struct Process {
+    /// What it is, for messages.
+    pub name: String,
+    watchdog: Child,
+    pid: u32,
+}
+
+impl Process {
+    /// Starts `program` with `envs` (added to this process's environment); its output is
+    /// shown with `TEST_LOG=1`.
+    pub fn start(name: &str, program: &std::path::Path, envs: &[(String, String)]) -> Self {
+        let dir = std::env::temp_dir().join(unique_name("flowsync-pid"));
+        let mut watchdog = spawn_watched(&program.to_string_lossy(), &[], envs, Some(&dir));
+        let deadline = Instant::now() + START_TIMEOUT;
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&dir)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break pid;
+            }
+            if let Ok(Some(status)) = watchdog.try_wait() {
+                panic!("{name} exited ({status}) at start; run with TEST_LOG=1 to see why");
+            }
+            assert!(Instant::now() < deadline, "{name} did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let _ = std::fs::remove_file(&dir);
+        Self {
+            name: name.to_owned(),
+            watchdog,
+            pid,
+        }
+    }
+
+    /// Waits until it accepts connections on `port`.
+    pub fn wait_for_port(&mut self, port: u16) {
+        wait_for_port(port, &self.name.clone(), &mut self.watchdog);
+    }
+
+    /// `kill -9`: the process dies at once, mid-whatever it was doing.
+    pub fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+        let _ = self.watchdog.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.watchdog.try_wait(), Ok(None)) {
+            self.kill9();
+        }
+    }
+}
+
+/// A TCP load balancer standing in for the proxy in front of a service's instances
+/// (outside the product): each connection goes to the next upstream that accepts it, so
+/// a dead instance is skipped like a proxy's health check would.
+#[derive(Debug)]
+pub struct Balancer {
+    /// The port clients connect to.
+    pub port: u16,
+}
+
+impl Balancer {
+    /// Balances over `127.0.0.1:<upstream>` for each of `upstreams`.
+    pub fn start(upstreams: Vec<u16>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
+        let port = listener.local_addr().expect("bound").port();
+        std::thread::spawn(move || {
+            let mut next = 0usize;
+            for client in listener.incoming().flatten() {
+                let upstream = (0..upstreams.len()).find_map(|i| {
+                    let port = upstreams[(next + i) % upstreams.len()];
+                    TcpStream::connect(("127.0.0.1", port)).ok()
+                });
+                next = next.wrapping_add(1);
+                match upstream {
+                    Some(upstream) => pipe(client, upstream),
+                    None => drop(client),
+                }
+            }
+        });
+        Self { port }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Copies both ways until either side closes.
+fn pipe(a: TcpStream, b: TcpStream) {
+    let _ = a.set_nodelay(true);
+    let _ = b.set_nodelay(true);
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let one_way = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+        });
+    };
+    one_way(a, b2);
+    one_way(b, a2);
 }
 
 /// The SecantusDB launcher: `FLOWSYNC_TEST_SECANTUSD`, else the workspace's `.venv`.
