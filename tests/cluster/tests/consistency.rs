@@ -50,7 +50,7 @@ fn request(rng: &mut fastrand::Rng, agent: bool, version: u64) -> Vec<Op> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_copy_converges_and_every_op_has_one_result() {
-    let _serial = flowsync_cluster_tests::serial();
+    let _serial = flowsync_cluster_tests::serial().await;
     let cluster = Cluster::start(
         Shape {
             apis: 2,

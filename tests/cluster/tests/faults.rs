@@ -52,7 +52,7 @@ async fn log_is_exact(admin: &Client, flow: &FlowId) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_resume_on_the_other_gateway_when_one_is_killed() {
-    let _serial = flowsync_cluster_tests::serial();
+    let _serial = flowsync_cluster_tests::serial().await;
     let mut cluster = Cluster::start(
         Shape {
             apis: 1,
@@ -105,7 +105,7 @@ async fn streams_resume_on_the_other_gateway_when_one_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_apply_exactly_once_when_an_api_is_killed_under_load() {
-    let _serial = flowsync_cluster_tests::serial();
+    let _serial = flowsync_cluster_tests::serial().await;
     let mut cluster = Cluster::start(
         Shape {
             apis: 2,
@@ -153,7 +153,7 @@ async fn ops_apply_exactly_once_when_an_api_is_killed_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_loses_nothing_silently() {
-    let _serial = flowsync_cluster_tests::serial();
+    let _serial = flowsync_cluster_tests::serial().await;
     let mut cluster = Cluster::start(
         Shape {
             apis: 1,
@@ -207,7 +207,7 @@ async fn a_redis_restart_loses_nothing_silently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_503_while_mongodb_is_down_and_recovers() {
-    let _serial = flowsync_cluster_tests::serial();
+    let _serial = flowsync_cluster_tests::serial().await;
     let mut cluster = Cluster::start(
         Shape {
             apis: 1,
@@ -270,7 +270,7 @@ async fn the_api_answers_503_while_mongodb_is_down_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_runner_finishes_what_a_killed_one_started() {
-    let _serial = flowsync_cluster_tests::serial();
+    let _serial = flowsync_cluster_tests::serial().await;
     let mut cluster = Cluster::start(
         Shape {
             apis: 1,
