@@ -50,7 +50,7 @@ impl Case {
     }
 }
 
-fn ops(ops: Value) -> Value {
+fn ops(ops: &Value) -> Value {
     json!({"client_id": "hostile", "ops": ops})
 }
 
@@ -76,7 +76,7 @@ async fn hostile_requests_get_their_documented_answers_and_change_nothing() {
     admin.create_flow(Some(&other), "Other").await.unwrap();
     let add = json!({"op_id": "add", "type": "node.add",
         "node": {"id": "n1", "type": "delay", "position": {"x": 0, "y": 0}}});
-    let request = serde_json::from_value(ops(json!([add]))).unwrap();
+    let request = serde_json::from_value(ops(&json!([add]))).unwrap();
     admin.post_ops(&flow, &request, None).await.unwrap();
     let execution = admin.start_execution(&other).await.unwrap();
     let before = server_canvas(&admin, &flow).await;
@@ -108,33 +108,33 @@ async fn hostile_requests_get_their_documented_answers_and_change_nothing() {
         case("malformed JSON", post.clone(), o, 400, "invalid_body").token(writer.clone()).body("{\"client_id\": \"c\", \"ops\": ["),
         case("not UTF-8", post.clone(), o, 400, "invalid_body").token(writer.clone()).body(b"{\"client_id\": \"\xff\xfe\", \"ops\": []}".to_vec()),
         case("deep nesting", post.clone(), o, 400, "invalid_body").token(writer.clone()).body(format!("{{\"client_id\": \"c\", \"ops\": {deep}}}")),
-        case("wrong type", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(json!([
+        case("wrong type", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(&json!([
             {"op_id": "w", "type": "node.move", "id": "n1", "position": {"x": "far", "y": 0}}]))),
-        case("unknown op", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(json!([
+        case("unknown op", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(&json!([
             {"op_id": "u", "type": "node.teleport", "id": "n1"}]))),
-        case("unknown field", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(json!([
+        case("unknown field", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(&json!([
             {"op_id": "f", "type": "node.move", "id": "n1", "position": {"x": 1, "y": 1}, "colour": "red"}]))),
         case("ops not an array", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&json!({"client_id": "c", "ops": {}})),
-        case("invalid op id", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(json!([mv(&"x".repeat(200))]))),
-        case("unicode node id", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(json!([
+        case("invalid op id", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(&json!([mv(&"x".repeat(200))]))),
+        case("unicode node id", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(&json!([
             {"op_id": "i", "type": "node.move", "id": "nöde\u{202e}", "position": {"x": 1, "y": 1}}]))),
-        case("repeated op id", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(json!([mv("same"), mv("same")]))),
-        case("10,000 ops", post.clone(), o, 413, "too_many_ops").token(writer.clone()).json(&ops(json!(ten_thousand))),
+        case("repeated op id", post.clone(), o, 400, "invalid_body").token(writer.clone()).json(&ops(&json!([mv("same"), mv("same")]))),
+        case("10,000 ops", post.clone(), o, 413, "too_many_ops").token(writer.clone()).json(&ops(&json!(ten_thousand))),
         case("huge body", post.clone(), o, 413, "body_too_large").token(writer.clone()).body(vec![b' '; 3 << 20]),
-        case("bad If-Match", post.clone(), o, 400, "invalid_if_match").token(writer.clone()).header("if-match", "yesterday").json(&ops(json!([mv("im")]))),
-        case("invalid flow id", post.clone(), "/v1/flows/..%2F..%2Fetc/ops", 400, "invalid_id").token(writer.clone()).json(&ops(json!([mv("p")]))),
+        case("bad If-Match", post.clone(), o, 400, "invalid_if_match").token(writer.clone()).header("if-match", "yesterday").json(&ops(&json!([mv("im")]))),
+        case("invalid flow id", post.clone(), "/v1/flows/..%2F..%2Fetc/ops", 400, "invalid_id").token(writer.clone()).json(&ops(&json!([mv("p")]))),
         case("flow id too long", get.clone(), &format!("/v1/flows/{}", "f".repeat(300)), 400, "invalid_id").token(writer.clone()),
-        case("no token", post.clone(), o, 401, "unauthorized").json(&ops(json!([mv("t1")]))),
-        case("garbage token", post.clone(), o, 401, "unauthorized").token("not.a.jwt".into()).json(&ops(json!([mv("t2")]))),
-        case("expired token", post.clone(), o, 401, "token_expired").token(expired.clone()).json(&ops(json!([mv("t3")]))),
-        case("foreign token", post.clone(), o, 401, "unauthorized").token(foreign.clone()).json(&ops(json!([mv("t4")]))),
-        case("read-only token writes", post.clone(), o, 403, "forbidden").token(reader.clone()).json(&ops(json!([mv("t5")]))),
-        case("another flow's token", post.clone(), o, 403, "forbidden").token(elsewhere.clone()).json(&ops(json!([mv("t6")]))),
+        case("no token", post.clone(), o, 401, "unauthorized").json(&ops(&json!([mv("t1")]))),
+        case("garbage token", post.clone(), o, 401, "unauthorized").token("not.a.jwt".into()).json(&ops(&json!([mv("t2")]))),
+        case("expired token", post.clone(), o, 401, "token_expired").token(expired.clone()).json(&ops(&json!([mv("t3")]))),
+        case("foreign token", post.clone(), o, 401, "unauthorized").token(foreign.clone()).json(&ops(&json!([mv("t4")]))),
+        case("read-only token writes", post.clone(), o, 403, "forbidden").token(reader.clone()).json(&ops(&json!([mv("t5")]))),
+        case("another flow's token", post.clone(), o, 403, "forbidden").token(elsewhere.clone()).json(&ops(&json!([mv("t6")]))),
         case("another flow's token reads", get.clone(), "/v1/flows/target/history", 403, "forbidden").token(elsewhere.clone()),
         case("another flow's execution", get.clone(), &format!("/v1/flows/target/executions/{execution}"), 404, "execution_not_found").token(writer.clone()),
         case("worker event into another flow's execution", post.clone(), &format!("/v1/flows/target/executions/{execution}/events"), 404, "execution_not_found").token(writer.clone()).json(&json!(
             {"type": "LOG_STREAM", "data": {"execution_id": execution, "node_id": "n1", "index": 0, "chunk": "x", "done": false}})),
-        case("unknown flow", post.clone(), "/v1/flows/nowhere/ops", 404, "flow_not_found").token(writer.clone()).json(&ops(json!([mv("nf")]))),
+        case("unknown flow", post.clone(), "/v1/flows/nowhere/ops", 404, "flow_not_found").token(writer.clone()).json(&ops(&json!([mv("nf")]))),
         case("stream: bad Last-Event-ID", get.clone(), "/v1/flows/target/events", 400, "invalid_last_event_id").token(writer.clone()).header("last-event-id", "garbage"),
         case("stream: Last-Event-ID without seq", get.clone(), "/v1/flows/target/events", 400, "invalid_last_event_id").token(writer.clone()).header("last-event-id", "abc-"),
         case("stream: Last-Event-ID huge", get.clone(), "/v1/flows/target/events", 400, "invalid_last_event_id").token(writer.clone()).header("last-event-id", format!("a-{}", "9".repeat(60))),
