@@ -2,7 +2,8 @@
 # Fan-out on one channel: the flowsync gateway and nginx + Nchan (both Redis-backed), the
 # same load generator, the same clients and rates, in one run (DESIGN §5, issue "SSE
 # gateway"). Never run in CI.
-# Usage: bench/fanout.sh [clients] [seconds] [rate…]   (NCHAN=0 measures flowsync only)
+# Usage: bench/fanout.sh [clients] [seconds] [rate…]   (NCHAN=0 measures flowsync only;
+#        FLOWS=n spreads the clients and events over n flows, e.g. FLOWS=1000 with 5000 clients)
 # One client at high rates is the LOG_STREAM figure of issue 7: bench/fanout.sh 1 5 1000 20000
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +22,15 @@ wait_up() { until curl -s -o /dev/null "localhost:$1$2"; do kill -0 "$3" || exit
 
 # flowsync: the flow must exist in the store the gateway reads.
 export FLOWSYNC_STORE__PATH=$DIR/flowsync.db FLOWSYNC_BUS__KIND=redis FLOWSYNC_BUS__URL=redis://127.0.0.1:$REDIS_PORT
-FLOWSYNC_LISTEN=127.0.0.1:18081 target/release/flowsync-api 2>"$DIR/api.log" & API=$!
+FLOWSYNC_LISTEN=127.0.0.1:18081 FLOWSYNC_HTTP__RATE_PER_SECOND=0 target/release/flowsync-api 2>"$DIR/api.log" & API=$!
 wait_up 18081 /healthz $API
-curl -sf -X POST localhost:18081/v1/flows -H 'content-type: application/json' -d '{"id":"fanout","name":"fanout"}' >/dev/null
+if [ "${FLOWS:-1}" -le 1 ]; then
+  curl -sf -X POST localhost:18081/v1/flows -H 'content-type: application/json' -d '{"id":"fanout","name":"fanout"}' >/dev/null
+else
+  for i in $(seq 0 $((FLOWS - 1))); do
+    curl -sf -X POST localhost:18081/v1/flows -H 'content-type: application/json' -d "{\"id\":\"fanout$i\",\"name\":\"fanout\"}" >/dev/null
+  done
+fi
 kill $API
 FLOWSYNC_LISTEN=127.0.0.1:18082 FLOWSYNC_SSE__MAX_CONNECTIONS_PER_SUBJECT=1000000 \
   target/release/flowsync-gateway 2>"$DIR/gw.log" & GW=$!

@@ -25,8 +25,18 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The channel (flow) every client follows.
+/// The channel (flow) every client follows; with `FLOWS=n` (n > 1) the clients and the
+/// events spread over `fanout0` … `fanout<n-1>` (client i follows flow i mod n; events go
+/// round the flows).
 const CHANNEL: &str = "fanout";
+
+fn channel(flows: usize, i: usize) -> String {
+    if flows <= 1 {
+        CHANNEL.to_owned()
+    } else {
+        format!("{CHANNEL}{}", i % flows)
+    }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
@@ -70,6 +80,11 @@ async fn main() -> anyhow::Result<()> {
         Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
         None => vec![],
     };
+    let flows: usize = std::env::var("FLOWS")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let cpu_now = || -> Option<f64> {
         (!pids.is_empty()).then(|| pids.iter().filter_map(|p| cpu_seconds(*p)).sum())
     };
@@ -79,7 +94,8 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = vec![];
     let mut hists = vec![];
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
-    for _ in 0..clients {
+    for i in 0..clients {
+        let flow = channel(flows, i);
         let (addr, received, measuring, ready) = (
             addr.clone(),
             received.clone(),
@@ -89,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
         let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
         hists.push(hist.clone());
         tasks.push(tokio::spawn(async move {
-            subscriber(target, &addr, received, measuring, hist, ready).await
+            subscriber(target, &addr, &flow, received, measuring, hist, ready).await
         }));
     }
     drop(ready_tx);
@@ -102,8 +118,8 @@ async fn main() -> anyhow::Result<()> {
 
     let publisher = Publisher::new(target, &addr, &args[2])?;
     // Warm up, then measure a fixed number of events at the offered rate.
-    for _ in 0..20 {
-        publisher.publish().await?;
+    for i in 0..20 {
+        publisher.publish(&channel(flows, i)).await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     received.store(0, Ordering::SeqCst);
@@ -118,15 +134,18 @@ async fn main() -> anyhow::Result<()> {
     let mut inflight = tokio::task::JoinSet::new();
     while sent < total {
         tick.tick().await;
-        let p = publisher.clone();
-        inflight.spawn(async move { p.publish().await });
+        let (p, flow) = (publisher.clone(), channel(flows, sent as usize));
+        inflight.spawn(async move { p.publish(&flow).await });
         sent += 1;
         while inflight.len() > 256 {
             inflight.join_next().await;
         }
     }
     while inflight.join_next().await.is_some() {}
-    let expected = total * clients as u64;
+    // Each event reaches the clients of its flow.
+    let expected = (0..total as usize)
+        .map(|e| (0..clients).filter(|c| c % flows == e % flows).count() as u64)
+        .sum::<u64>();
     // Wait for the deliveries to land (bounded), then stop measuring.
     let deadline = Instant::now() + Duration::from_secs(30);
     while received.load(Ordering::SeqCst) < expected && Instant::now() < deadline {
@@ -136,6 +155,15 @@ async fn main() -> anyhow::Result<()> {
     let cpu = match (cpu0, cpu_now()) {
         (Some(a), Some(b)) => format!(", server CPU {:.0}%", (b - a) / elapsed * 100.0),
         _ => String::new(),
+    };
+    let rss: u64 = pids
+        .iter()
+        .filter_map(|p| flowsync_bench::rss_kib(*p).ok())
+        .sum();
+    let cpu = if pids.is_empty() {
+        cpu
+    } else {
+        format!("{cpu}, RSS {:.1} MiB", rss as f64 / 1024.0)
     };
     measuring.store(false, Ordering::SeqCst);
     let got = received.load(Ordering::SeqCst);
@@ -148,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e6;
     println!(
-        "{} clients={clients} offered={rate:.0} msg/s sent={total}: delivered {got}/{expected} in {elapsed:.2} s = {:.0} deliveries/s; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}{cpu}",
+        "{} flows={flows} clients={clients} offered={rate:.0} msg/s sent={total}: delivered {got}/{expected} in {elapsed:.2} s = {:.0} deliveries/s; latency ms p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}{cpu}",
         args[0],
         got as f64 / elapsed,
         ms(0.5),
@@ -165,18 +193,20 @@ enum Publisher {
     Http(reqwest::Client, String),
 }
 
+/// Nchan's publisher location of `flow`.
+fn nchan_pub(base: &str, flow: &str) -> String {
+    format!("{base}/pub/{flow}")
+}
+
 impl Publisher {
     fn new(target: Target, addr: &str, redis: &str) -> anyhow::Result<Self> {
         Ok(match target {
             Target::Flowsync => Self::Bus(RedisBus::connect(redis, BusConfig::default())?),
-            Target::Nchan => Self::Http(
-                reqwest::Client::new(),
-                format!("http://{addr}/pub/{CHANNEL}"),
-            ),
+            Target::Nchan => Self::Http(reqwest::Client::new(), format!("http://{addr}")),
         })
     }
 
-    async fn publish(&self) -> anyhow::Result<()> {
+    async fn publish(&self, flow: &str) -> anyhow::Result<()> {
         let stamp = format!("T{}E", now_ns());
         match self {
             Self::Bus(bus) => {
@@ -188,7 +218,7 @@ impl Publisher {
                         chunk: stamp,
                         done: false,
                     }),
-                    flow_id: FlowId::parse(CHANNEL)?,
+                    flow_id: FlowId::parse(flow)?,
                     seq: None,
                     traceparent: None,
                     ts: chrono::Utc::now(),
@@ -200,12 +230,16 @@ impl Publisher {
                 })
                 .await?;
             }
-            Self::Http(http, url) => {
+            Self::Http(http, base) => {
                 // A payload of the same size as flowsync's event JSON.
                 let body = format!(
-                    "{{\"type\":\"LOG_STREAM\",\"data\":{{\"execution_id\":\"bench\",\"node_id\":\"n\",\"index\":0,\"chunk\":\"{stamp}\",\"done\":false}},\"flow_id\":\"{CHANNEL}\",\"ts\":\"2026-01-01T00:00:00.000000000Z\",\"actor\":{{\"id\":\"bench\",\"kind\":\"worker\",\"name\":\"bench\"}}}}"
+                    "{{\"type\":\"LOG_STREAM\",\"data\":{{\"execution_id\":\"bench\",\"node_id\":\"n\",\"index\":0,\"chunk\":\"{stamp}\",\"done\":false}},\"flow_id\":\"{flow}\",\"ts\":\"2026-01-01T00:00:00.000000000Z\",\"actor\":{{\"id\":\"bench\",\"kind\":\"worker\",\"name\":\"bench\"}}}}"
                 );
-                http.post(url).body(body).send().await?.error_for_status()?;
+                http.post(nchan_pub(base, flow))
+                    .body(body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
             }
         }
         Ok(())
@@ -216,6 +250,7 @@ impl Publisher {
 async fn subscriber(
     target: Target,
     addr: &str,
+    flow: &str,
     received: Arc<AtomicU64>,
     measuring: Arc<AtomicBool>,
     hist: Arc<Mutex<Histogram<u64>>>,
@@ -223,8 +258,8 @@ async fn subscriber(
 ) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(addr).await?;
     let path = match target {
-        Target::Flowsync => format!("/v1/flows/{CHANNEL}/events"),
-        Target::Nchan => format!("/sub/{CHANNEL}"),
+        Target::Flowsync => format!("/v1/flows/{flow}/events"),
+        Target::Nchan => format!("/sub/{flow}"),
     };
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")

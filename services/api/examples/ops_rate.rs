@@ -1,10 +1,12 @@
-//! Ops committed and published per second through HTTP on one hot flow (issue: API
-//! benchmark). Starts the API in process on the chosen backends, then `clients` concurrent
-//! HTTP clients each send `ops` requests of one op (`node.move`, no base version) to one flow.
+//! Ops committed and published per second through HTTP on one hot flow, or spread over
+//! `flows` flows (issue: API benchmark). Starts the API in process on the chosen backends,
+//! then `clients` concurrent HTTP clients each send `ops` requests of one op (`node.move`,
+//! no base version); client c writes to flow c mod `flows`.
 //!
 //! ```sh
 //! # embedded: SQLite + in-process bus
 //! cargo run --release -p flowsync-api --example ops_rate -- embedded 16 500
+//! cargo run --release -p flowsync-api --example ops_rate -- embedded 100 80 100   # 100 flows
 //! # distributed: MongoDB + Redis (a real MongoDB; SecantusDB is Python, ~1 ms per insert)
 //! cargo run --release -p flowsync-api --example ops_rate -- mongodb://127.0.0.1:27017 redis://127.0.0.1:6379 16 500
 //! ```
@@ -46,23 +48,26 @@ async fn main() -> anyhow::Result<()> {
     };
     let clients: usize = rest.first().and_then(|a| a.parse().ok()).unwrap_or(16);
     let per_client: usize = rest.get(1).and_then(|a| a.parse().ok()).unwrap_or(500);
+    let flows: usize = rest.get(2).and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
     let app = Application::build(config).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
 
     let http = reqwest::Client::new();
-    http.post(format!("{base}/v1/flows"))
-        .json(&json!({"id": "hot", "name": "hot"}))
-        .send()
-        .await?
-        .error_for_status()?;
-    let seed = json!({"client_id": "seed", "ops": [{"op_id": "seed", "type": "node.add",
-        "node": {"id": "n", "type": "note", "position": {"x": 0, "y": 0}}}]});
-    http.post(format!("{base}/v1/flows/hot/ops"))
-        .json(&seed)
-        .send()
-        .await?
-        .error_for_status()?;
+    for f in 0..flows {
+        http.post(format!("{base}/v1/flows"))
+            .json(&json!({"id": format!("hot{f}"), "name": "hot"}))
+            .send()
+            .await?
+            .error_for_status()?;
+        let seed = json!({"client_id": "seed", "ops": [{"op_id": "seed", "type": "node.add",
+            "node": {"id": "n", "type": "note", "position": {"x": 0, "y": 0}}}]});
+        http.post(format!("{base}/v1/flows/hot{f}/ops"))
+            .json(&seed)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
 
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -73,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
                     let body = json!({"client_id": format!("c{c}"), "ops": [{"op_id": format!("c{c}-{i}"),
                         "type": "node.move", "id": "n", "position": {"x": i, "y": c}}]});
                     loop {
-                        let r = http.post(format!("{base}/v1/flows/hot/ops")).json(&body).send().await.unwrap();
+                        let r = http.post(format!("{base}/v1/flows/hot{}/ops", c % flows)).json(&body).send().await.unwrap();
                         if r.status().as_u16() == 202 {
                             break;
                         }
@@ -88,19 +93,19 @@ async fn main() -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let total = clients * per_client;
-    let flow: serde_json::Value = http
-        .get(format!("{base}/v1/flows/hot"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    assert_eq!(
-        flow["version"].as_u64(),
-        Some(total as u64 + 1),
-        "every op committed once"
-    );
+    let mut versions = 0;
+    for f in 0..flows {
+        let flow: serde_json::Value = http
+            .get(format!("{base}/v1/flows/hot{f}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        versions += flow["version"].as_u64().unwrap_or(0) - 1;
+    }
+    assert_eq!(versions, total as u64, "every op committed once");
     println!(
-        "{total} ops from {clients} clients on one flow in {secs:.2} s: {:.0} ops/s committed and published",
+        "{total} ops from {clients} clients on {flows} flow(s) in {secs:.2} s: {:.0} ops/s committed and published",
         total as f64 / secs
     );
     Ok(())
