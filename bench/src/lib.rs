@@ -43,3 +43,23 @@ pub async fn open_stream(addr: &str, flow: &str, token: Option<&str>) -> anyhow:
     );
     Ok(s)
 }
+
+/// Opens an Nchan EventSource subscription (`GET <path>`) and waits for its response head;
+/// the socket stays open.
+pub async fn open_nchan(addr: &str, path: &str) -> anyhow::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    anyhow::ensure!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
+    Ok(s)
+}

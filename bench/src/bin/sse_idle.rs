@@ -3,11 +3,12 @@
 //! ```sh
 //! bench/idle.sh 10000     # starts a gateway, runs this, prints KiB per connection
 //! sse_idle <gateway addr> <flow> <connections> <gateway pid>
+//! sse_idle <nginx addr> /sub/<channel> <connections> <nginx pids, comma-separated>
 //! ```
 
 #![allow(clippy::print_stdout)]
 
-use flowsync_bench::{open_stream, rss_kib};
+use flowsync_bench::{open_nchan, open_stream, rss_kib};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -18,16 +19,20 @@ async fn main() -> anyhow::Result<()> {
     );
     let (addr, flow) = (&args[0], &args[1]);
     let n: usize = args[2].parse()?;
-    let pid: u32 = args[3].parse()?;
+    let pids: Vec<u32> = args[3]
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let rss = || -> anyhow::Result<u64> { pids.iter().map(|p| rss_kib(*p)).sum() };
     // Warm up: the flow's hub and the allocator's first arenas are not per-connection costs.
     let warm: Vec<_> = futures_open(addr, flow, 100).await?;
-    let before = rss_kib(pid)?;
+    let before = rss()?;
     let streams = futures_open(addr, flow, n).await?;
     // Let the gateway settle (its tasks park after READY).
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let after = rss_kib(pid)?;
+    let after = rss()?;
     println!(
-        "{n} idle streams: gateway RSS {before} KiB -> {after} KiB, {:.2} KiB per connection",
+        "{n} idle streams on {addr}: server RSS {before} KiB -> {after} KiB, {:.2} KiB per connection",
         (after.saturating_sub(before)) as f64 / n as f64
     );
     drop((warm, streams));
@@ -46,7 +51,13 @@ async fn futures_open(
         let tasks: Vec<_> = (0..batch)
             .map(|_| {
                 let (addr, flow) = (addr.to_owned(), flow.to_owned());
-                tokio::spawn(async move { open_stream(&addr, &flow, None).await })
+                tokio::spawn(async move {
+                    if flow.starts_with("/sub/") {
+                        open_nchan(&addr, &flow).await
+                    } else {
+                        open_stream(&addr, &flow, None).await
+                    }
+                })
             })
             .collect();
         for t in tasks {

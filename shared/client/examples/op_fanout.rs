@@ -35,6 +35,8 @@ async fn main() -> anyhow::Result<()> {
         ..SystemConfig::default()
     };
     config.http.rate_per_second = 0;
+    // Every stream here is the same (anonymous) subject.
+    config.sse.max_connections_per_subject = clients + 1;
     let system = System::build(config).await?;
     let client = Client::new(ClientConfig::new(format!(
         "http://127.0.0.1:{}",
