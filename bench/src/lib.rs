@@ -60,6 +60,42 @@ pub async fn open_nchan(addr: &str, path: &str) -> anyhow::Result<TcpStream> {
         anyhow::ensure!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&chunk[..n]);
     }
-    anyhow::ensure!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
+    anyhow::ensure!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     Ok(s)
+}
+
+/// Nanoseconds since the Unix epoch (the clock of `T<ns>E` stamps).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Finds every `T<ns since the epoch>E` stamp in `lines` (whole lines of an SSE stream),
+/// records `now - stamp` in `hist` (ns) and returns how many it found.
+pub fn record_stamps(
+    lines: &[u8],
+    now: u64,
+    hist: &mut hdrhistogram::Histogram<u64>,
+) -> anyhow::Result<u64> {
+    let (mut i, mut found) = (0, 0);
+    while let Some(t) = lines[i..].iter().position(|b| *b == b'T') {
+        let start = i + t + 1;
+        let digits = lines[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        i = start + digits;
+        if digits >= 18 && lines.get(i) == Some(&b'E') {
+            let sent: u64 = std::str::from_utf8(&lines[start..i])?.parse()?;
+            hist.record(now.saturating_sub(sent).max(1))?;
+            found += 1;
+        }
+    }
+    Ok(found)
 }

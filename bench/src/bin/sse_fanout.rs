@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use flowsync_bus::redis::RedisBus;
 use flowsync_bus::{Bus, BusConfig};
@@ -42,13 +42,6 @@ fn channel(flows: usize, i: usize) -> String {
 enum Target {
     Flowsync,
     Nchan,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// Total CPU seconds (user + system) of a process so far.
@@ -207,7 +200,7 @@ impl Publisher {
     }
 
     async fn publish(&self, flow: &str) -> anyhow::Result<()> {
-        let stamp = format!("T{}E", now_ns());
+        let stamp = format!("T{}E", flowsync_bench::now_ns());
         match self {
             Self::Bus(bus) => {
                 bus.publish(&Event {
@@ -276,7 +269,7 @@ async fn subscriber(
             announced = true;
             let _ = ready.send(()).await;
         }
-        let now = now_ns();
+        let now = flowsync_bench::now_ns();
         carry.extend_from_slice(&buf[..n]);
         // Whole lines only: a stamp `T<digits>E` never spans a newline.
         let Some(last) = carry.iter().rposition(|b| *b == b'\n') else {
@@ -284,21 +277,8 @@ async fn subscriber(
         };
         if measuring.load(Ordering::Relaxed) {
             let mut hist = hist.lock().unwrap_or_else(|p| p.into_inner());
-            let lines = &carry[..=last];
-            let mut i = 0;
-            while let Some(t) = lines[i..].iter().position(|b| *b == b'T') {
-                let start = i + t + 1;
-                let digits = lines[start..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                i = start + digits;
-                if digits >= 18 && lines.get(i) == Some(&b'E') {
-                    let sent: u64 = std::str::from_utf8(&lines[start..i])?.parse()?;
-                    hist.record(now.saturating_sub(sent).max(1))?;
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            let n = flowsync_bench::record_stamps(&carry[..=last], now, &mut hist)?;
+            received.fetch_add(n, Ordering::Relaxed);
         }
         carry.drain(..=last);
     }
