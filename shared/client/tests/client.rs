@@ -289,3 +289,48 @@ async fn executions_stream_progress_to_the_session() {
         .unwrap_err();
     assert!(matches!(err, Error::Refused { status: 409, .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_publishes_progress_through_the_api() {
+    let s = server(None).await;
+    let flow = flow_id("worker");
+    s.client.create_flow(Some(&flow), "Worker").await.unwrap();
+    let person = session(&s.client, &flow, "person").await;
+    let slow = op(
+        json!({"type": "node.add", "node": {"id": "slow", "type": "delay",
+        "position": {"x": 0, "y": 0}, "data": {"ms": 2000}}}),
+    );
+    person.send_one(slow).await.unwrap();
+    let execution = s.client.start_execution(&flow).await.unwrap();
+    let mut events = person.subscribe();
+    let chunk = |execution_id| {
+        EventBody::LogStream(flowsync_protocol::LogStream {
+            execution_id,
+            node_id: flowsync_protocol::NodeId::parse("slow").unwrap(),
+            index: 0,
+            chunk: "from a worker".into(),
+            done: false,
+        })
+    };
+    s.client
+        .publish(&flow, &execution, &chunk(execution.clone()))
+        .await
+        .unwrap();
+    loop {
+        let event = within("the worker's chunk", events.recv()).await.unwrap();
+        if let EventBody::LogStream(l) = &event.body
+            && l.chunk == "from a worker"
+        {
+            assert_eq!(l.execution_id, execution);
+            break;
+        }
+    }
+    // A chunk naming another execution than the path is refused, not published.
+    let other = flowsync_protocol::ExecutionId::parse("other").unwrap();
+    let err = s
+        .client
+        .publish(&flow, &execution, &chunk(other))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("execution_mismatch"), "{err}");
+}
