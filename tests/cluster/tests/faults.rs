@@ -203,6 +203,12 @@ async fn a_redis_restart_loses_nothing_silently() {
         Some(&server),
         "missed events or RESYNC, never silent loss"
     );
+    // The writer's session (the client crate) followed the restart too.
+    tokio::time::timeout(PATIENCE, writer.wait_for_version(server.version()))
+        .await
+        .expect("the writer's session catches up")
+        .unwrap();
+    assert_eq!(writer.canvas(), server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
