@@ -53,6 +53,18 @@ pub fn op(kind: OpKind) -> Op {
     }
 }
 
+/// An op from its JSON (`{"type": "node.move", "id": …}`, as an agent's tool call may
+/// produce it) with a fresh op id; errors name the offending field.
+pub fn op_from_json(mut value: serde_json::Value) -> Result<Op, flowsync_protocol::ParseError> {
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(
+            "op_id".into(),
+            serde_json::Value::String(new_op_id().into()),
+        );
+    }
+    Op::from_value(value)
+}
+
 /// A fresh, unique op id.
 pub fn new_op_id() -> OpId {
     OpId::parse(uuid::Uuid::new_v4().simple().to_string()).expect("a uuid is a valid op id")

@@ -429,7 +429,7 @@ impl Follower<'_> {
                 *lock(&self.shared.connection) = Some(ready.connection_id.clone());
             }
             EventBody::SyncCanvas(sync) => {
-                self.sync(sync.clone()).await;
+                self.sync(sync).await;
                 for op in &sync.ops {
                     self.shared.resolve(
                         &op.op_id,
@@ -459,15 +459,16 @@ impl Follower<'_> {
         Ok(())
     }
 
-    async fn sync(&mut self, sync: SyncCanvas) {
-        match self.shared.apply(&sync) {
+    async fn sync(&mut self, sync: &SyncCanvas) {
+        match self.shared.apply(sync) {
             Ok(true) => self.drain().await,
             Ok(false) => {
                 self.reload().await;
                 self.drain().await;
             }
             Err(()) => {
-                self.early.insert(sync.prev_version, sync);
+                // Copied only when it must wait; the event itself goes to subscribers.
+                self.early.insert(sync.prev_version, sync.clone());
                 self.gap_since.get_or_insert_with(Instant::now);
             }
         }

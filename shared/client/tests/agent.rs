@@ -38,9 +38,8 @@ fn token(i: usize) -> String {
     }
 }
 
-fn op(mut value: Value) -> Op {
-    value["op_id"] = json!(flowsync_client::new_op_id());
-    Op::from_value(value).unwrap()
+fn op(value: Value) -> Op {
+    flowsync_client::op_from_json(value).expect("a valid op")
 }
 
 async fn session(client: &Client, flow: &FlowId, name: &str) -> FlowSession {

@@ -44,10 +44,8 @@ fn flow_id(s: &str) -> FlowId {
     FlowId::parse(s).unwrap()
 }
 
-/// An op from its JSON (without `op_id`), with a fresh op id.
-fn op(mut value: Value) -> Op {
-    value["op_id"] = json!(flowsync_client::new_op_id());
-    Op::from_value(value).unwrap()
+fn op(value: Value) -> Op {
+    flowsync_client::op_from_json(value).expect("a valid op")
 }
 
 fn add(id: &str, data: &Value) -> Op {

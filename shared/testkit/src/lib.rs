@@ -3,7 +3,10 @@
 //! One `redis-server` and one MongoDB-wire server are started per test binary, on free
 //! ports, the first time a test asks for them; tests share them and isolate themselves with
 //! a fresh database name or key prefix from [`unique_name`]. A test that must kill its Redis
-//! starts its own with [`RedisServer::start`].
+//! starts its own with [`RedisServer::start`]; one that stops its MongoDB, with
+//! [`MongoServer::start_in`]. [`Process`] runs a product binary that a test kills like a
+//! crash; [`Balancer`] stands in for the proxy in front of several instances; [`ChatStub`]
+//! for an LLM endpoint and [`HttpSink`] for a trace collector.
 //!
 //! MongoDB is `FLOWSYNC_TEST_MONGO_URI` when set (a real MongoDB); otherwise SecantusDB, a
 //! MongoDB-wire-compatible server that `./scripts/test` installs into `.venv`. A missing

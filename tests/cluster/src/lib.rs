@@ -289,6 +289,21 @@ impl Watcher {
         );
     }
 
+    /// Waits until the canvas reached `server`'s version, then checks that the stream had
+    /// no gap, duplicate or misordered version and the canvas equals `server`; returns what
+    /// it saw for further checks.
+    pub async fn converges_to(&mut self, server: &Canvas) -> Seen {
+        self.reach(server.version()).await;
+        let seen = self.seen();
+        assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+        assert_eq!(
+            seen.canvas.as_ref(),
+            Some(server),
+            "missed events or RESYNC, never silent loss"
+        );
+        seen
+    }
+
     /// What it saw so far.
     pub fn seen(&self) -> Seen {
         self.seen

@@ -13,9 +13,8 @@ use serde_json::{Value, json};
 const WRITERS: usize = 20;
 const REQUESTS: usize = 15;
 
-fn op(mut value: Value) -> Op {
-    value["op_id"] = json!(flowsync_client::new_op_id());
-    Op::from_value(value).expect("a valid op")
+fn op(value: Value) -> Op {
+    flowsync_client::op_from_json(value).expect("a valid op")
 }
 
 /// A random request of 1–3 ops over nodes `n0..n11` and their edges; people send base
@@ -120,10 +119,7 @@ async fn every_copy_converges_and_every_op_has_one_result() {
     assert_eq!(replay_history(&admin, &flow, "Consistency").await, server);
     let ids: HashSet<&OpId> = sent.iter().map(|(id, _)| id).collect();
     for watcher in &mut watchers {
-        watcher.reach(server.version()).await;
-        let seen = watcher.seen();
-        assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-        assert_eq!(seen.canvas.as_ref(), Some(&server));
+        let seen = watcher.converges_to(&server).await;
         assert_eq!(
             seen.results.len(),
             ids.len(),

@@ -10,9 +10,8 @@ use flowsync_cluster_tests::{Cluster, PATIENCE, Shape, Watcher, replay_history, 
 use flowsync_protocol::{ClientId, EventBody, ExecutionStatus, FlowId, NodeStatus, Op, OpsRequest};
 use serde_json::{Value, json};
 
-fn op(mut value: Value) -> Op {
-    value["op_id"] = json!(flowsync_client::new_op_id());
-    Op::from_value(value).expect("a valid op")
+fn op(value: Value) -> Op {
+    flowsync_client::op_from_json(value).expect("a valid op")
 }
 
 fn add(id: &str) -> Op {
@@ -85,10 +84,7 @@ async fn streams_resume_on_the_other_gateway_when_one_is_killed() {
     assert_eq!(server.version(), 60);
     let mut resumed = 0;
     for watcher in &mut watchers {
-        watcher.reach(60).await;
-        let seen = watcher.seen();
-        assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-        assert_eq!(seen.canvas.as_ref(), Some(&server));
+        let seen = watcher.converges_to(&server).await;
         assert!(
             seen.results.values().all(|n| *n == 1),
             "an event delivered twice"
@@ -145,10 +141,7 @@ async fn ops_apply_exactly_once_when_an_api_is_killed_under_load() {
     );
     let server = server_canvas(&admin, &flow).await;
     assert_eq!(server.nodes().len(), total);
-    watcher.reach(total as u64).await;
-    let seen = watcher.seen();
-    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-    assert_eq!(seen.canvas.as_ref(), Some(&server));
+    watcher.converges_to(&server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,14 +188,7 @@ async fn a_redis_restart_loses_nothing_silently() {
     let total = log_is_exact(&admin, &flow).await;
     assert_eq!(total, 21, "the op sent during the outage applied once");
     let server = server_canvas(&admin, &flow).await;
-    watcher.reach(server.version()).await;
-    let seen = watcher.seen();
-    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-    assert_eq!(
-        seen.canvas.as_ref(),
-        Some(&server),
-        "missed events or RESYNC, never silent loss"
-    );
+    watcher.converges_to(&server).await;
     // The writer's session (the client crate) followed the restart too.
     tokio::time::timeout(PATIENCE, writer.wait_for_version(server.version()))
         .await
@@ -270,8 +256,7 @@ async fn the_api_answers_503_while_mongodb_is_down_and_recovers() {
         "nothing half-applied or doubled"
     );
     let server = server_canvas(&admin, &flow).await;
-    watcher.reach(server.version()).await;
-    assert_eq!(watcher.seen().canvas.as_ref(), Some(&server));
+    watcher.converges_to(&server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
