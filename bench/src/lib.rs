@@ -99,3 +99,30 @@ pub fn record_stamps(
     }
     Ok(found)
 }
+
+/// A `LOG_STREAM` event of `flow` as a worker publishes it: chunk `index` of node `n`.
+pub fn log_event(
+    flow: &flowsync_protocol::FlowId,
+    index: u64,
+    chunk: String,
+) -> anyhow::Result<flowsync_protocol::Event> {
+    use flowsync_protocol::{Actor, ActorKind, Event, EventBody, LogStream};
+    Ok(Event {
+        body: EventBody::LogStream(LogStream {
+            execution_id: "bench".parse()?,
+            node_id: "n".parse()?,
+            index,
+            chunk,
+            done: false,
+        }),
+        flow_id: flow.clone(),
+        seq: None,
+        traceparent: None,
+        ts: chrono::Utc::now(),
+        actor: Actor {
+            id: "bench".parse()?,
+            kind: ActorKind::Worker,
+            name: "bench".into(),
+        },
+    })
+}

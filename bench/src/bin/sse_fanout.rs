@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use flowsync_bus::redis::RedisBus;
 use flowsync_bus::{Bus, BusConfig};
-use flowsync_protocol::{Actor, ActorKind, Event, EventBody, FlowId, LogStream};
+use flowsync_protocol::FlowId;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -203,25 +203,8 @@ impl Publisher {
         let stamp = format!("T{}E", flowsync_bench::now_ns());
         match self {
             Self::Bus(bus) => {
-                bus.publish(&Event {
-                    body: EventBody::LogStream(LogStream {
-                        execution_id: "bench".parse()?,
-                        node_id: "n".parse()?,
-                        index: 0,
-                        chunk: stamp,
-                        done: false,
-                    }),
-                    flow_id: FlowId::parse(flow)?,
-                    seq: None,
-                    traceparent: None,
-                    ts: chrono::Utc::now(),
-                    actor: Actor {
-                        id: "bench".parse()?,
-                        kind: ActorKind::Worker,
-                        name: "bench".into(),
-                    },
-                })
-                .await?;
+                bus.publish(&flowsync_bench::log_event(&FlowId::parse(flow)?, 0, stamp)?)
+                    .await?;
             }
             Self::Http(http, base) => {
                 // A payload of the same size as flowsync's event JSON.

@@ -13,39 +13,23 @@ use std::time::Instant;
 
 use flowsync_bus::redis::RedisBus;
 use flowsync_bus::{Bus, BusConfig};
-use flowsync_protocol::{Actor, ActorKind, Event, EventBody, FlowId, LogStream};
+use flowsync_protocol::{Event, FlowId};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn event(flow: &FlowId, i: u64) -> anyhow::Result<Event> {
-    Ok(Event {
-        body: EventBody::LogStream(LogStream {
-            execution_id: "bench".parse()?,
-            node_id: "n".parse()?,
-            index: i,
-            chunk: format!("chunk {i} of a streamed answer"),
-            done: false,
-        }),
-        flow_id: flow.clone(),
-        seq: None,
-        traceparent: None,
-        ts: chrono::Utc::now(),
-        actor: Actor {
-            id: "bench".parse()?,
-            kind: ActorKind::Worker,
-            name: "bench".into(),
-        },
-    })
+    flowsync_bench::log_event(flow, i, format!("chunk {i} of a streamed answer"))
 }
 
 /// Opens the stream (resuming after `last`) and reads until `events` events arrived;
-/// returns the id of the last one.
+/// returns the id of the last one. `ready` is told when `READY` came (subscribed).
 async fn read(
     addr: &str,
     flow: &FlowId,
     last: Option<&str>,
     events: usize,
+    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(addr).await?;
     let resume = last
@@ -69,7 +53,11 @@ async fn read(
             continue;
         };
         for line in text[..=end].lines() {
-            if let Some(id) = line.strip_prefix("id: ") {
+            if line == "event: READY" {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            } else if let Some(id) = line.strip_prefix("id: ") {
                 last_id = id.to_owned();
             } else if line == "event: LOG_STREAM" {
                 seen += 1;
@@ -94,11 +82,12 @@ async fn main() -> anyhow::Result<()> {
     let mut n = 0;
     for _ in 0..rounds {
         // Follow live for one event, then go away.
+        let (subscribed, ready) = tokio::sync::oneshot::channel();
         let reader = tokio::spawn({
             let (addr, flow) = (addr.clone(), flow.clone());
-            async move { read(&addr, &flow, None, 1).await }
+            async move { read(&addr, &flow, None, 1, Some(subscribed)).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        ready.await?;
         bus.publish(&event(&flow, n)?).await?;
         n += 1;
         let last = reader.await??;
@@ -110,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         }
         n += missed;
         let start = Instant::now();
-        read(addr, &flow, Some(&last), missed as usize).await?;
+        read(addr, &flow, Some(&last), missed as usize, None).await?;
         took.record(start.elapsed().as_micros() as u64)?;
     }
     let ms = |q: f64| took.value_at_quantile(q) as f64 / 1000.0;

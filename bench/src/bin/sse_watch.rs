@@ -27,9 +27,15 @@ async fn main() -> anyhow::Result<()> {
         .as_bytes(),
     )
     .await?;
+    let (mut buf, mut carry) = (vec![0u8; 64 * 1024], Vec::new());
+    // Subscribed once READY arrived: only then may the execution start.
+    while !carry.windows(12).any(|w| w == b"event: READY") {
+        let n = s.read(&mut buf).await?;
+        anyhow::ensure!(n > 0, "stream closed before READY");
+        carry.extend_from_slice(&buf[..n]);
+    }
     println!("watching");
     let mut hist = Histogram::<u64>::new(3)?;
-    let (mut buf, mut carry) = (vec![0u8; 64 * 1024], Vec::new());
     let (mut got, mut first) = (0, None);
     while got < expected {
         let n = s.read(&mut buf).await?;
