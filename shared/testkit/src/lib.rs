@@ -268,8 +268,8 @@ pub fn mongo() -> &'static MongoServer {
 
 impl MongoServer {
     /// A SecantusDB of the test's own on a free port, keeping its data under `dir` (synced
-    /// on every commit) so that it survives [`stop`](Self::stop) and
-    /// [`start_again`](Self::start_again). `None` when `FLOWSYNC_TEST_MONGO_URI` names an
+    /// on every commit) so that it survives [`stop`](OwnedMongo::stop) and
+    /// [`start_again`](OwnedMongo::start_again). `None` when `FLOWSYNC_TEST_MONGO_URI` names an
     /// external MongoDB, which a test cannot stop.
     pub fn start_in(dir: &std::path::Path) -> Option<OwnedMongo> {
         if std::env::var_os("FLOWSYNC_TEST_MONGO_URI").is_some() {
