@@ -1,16 +1,32 @@
 //! SSE framing: each bus message becomes its wire bytes once, shared by every client.
 
+use std::sync::{Arc, LazyLock};
+
 use bytes::Bytes;
 use flowsync_bus::Message;
 use flowsync_protocol::{Event, EventBody};
 
-/// Which event types a client wants (`?types=`), one bit per [`EventBody::TYPES`] entry.
+/// Which event types a client wants (`?types=`), one bit per [`EventBody::TYPES`] entry,
+/// and how it wants its heartbeats (`?heartbeat=event`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TypeFilter(u16);
 
+/// The filter bit that asks for heartbeats as `event: PING` (a browser's `EventSource`
+/// cannot see comments, so a watchdog there needs an event).
+const PING_EVENTS: u16 = 1 << 15;
+const _: () = assert!(EventBody::TYPES.len() < 15, "a type bit would collide");
+
+/// The heartbeat for streams that asked for it as an event.
+static PING_EVENT: LazyLock<Arc<Frame>> = LazyLock::new(|| {
+    Arc::new(Frame {
+        kind: HEARTBEAT,
+        bytes: Bytes::from_static(b"event: PING\ndata: {}\n\n"),
+    })
+});
+
 impl TypeFilter {
     /// Every type.
-    pub const ALL: Self = Self(u16::MAX);
+    pub const ALL: Self = Self(!PING_EVENTS);
 
     /// Parses `SYNC_CANVAS,LOG_STREAM`; names the first unknown type.
     pub fn parse(list: &str) -> Result<Self, String> {
@@ -25,9 +41,24 @@ impl TypeFilter {
         Ok(Self(bits))
     }
 
-    /// Whether a frame passes (control frames always do).
+    /// The same filter, with heartbeats as `event: PING` instead of comments.
+    pub fn with_ping_events(self) -> Self {
+        Self(self.0 | PING_EVENTS)
+    }
+
+    /// Whether a frame passes (control frames and heartbeats always do).
     pub fn admits(self, frame: &Frame) -> bool {
-        frame.kind == CONTROL || self.0 & (1 << frame.kind) != 0
+        frame.kind >= HEARTBEAT || self.0 & (1 << frame.kind) != 0
+    }
+
+    /// The frame to write for `frame`: itself, or the heartbeat event in place of the
+    /// heartbeat comment for a stream that asked for it. Both are shared, static bytes.
+    pub fn dress(self, frame: Arc<Frame>) -> Arc<Frame> {
+        if frame.kind == HEARTBEAT && self.0 & PING_EVENTS != 0 {
+            PING_EVENT.clone()
+        } else {
+            frame
+        }
     }
 }
 
@@ -39,8 +70,10 @@ fn kind_index(name: &str) -> Option<u8> {
         .map(|i| i as u8)
 }
 
-/// The kind of frames every client receives whatever its filter: `RESYNC`, pings.
+/// The kind of frames every client receives whatever its filter: `READY`, `RESYNC`.
 const CONTROL: u8 = u8::MAX;
+/// The heartbeat's kind: every client receives it too.
+const HEARTBEAT: u8 = u8::MAX - 1;
 
 /// One SSE frame, ready to write.
 #[derive(Debug, Clone)]
@@ -86,15 +119,15 @@ impl Frame {
         }
     }
 
-    /// Whether this is an event (not a comment or a control frame made here).
+    /// Whether this is an event (not a heartbeat or a control frame made here).
     pub fn is_event(&self) -> bool {
-        self.kind != CONTROL
+        self.kind < HEARTBEAT
     }
 
     /// The heartbeat comment.
     pub fn ping() -> Self {
         Self {
-            kind: CONTROL,
+            kind: HEARTBEAT,
             bytes: Bytes::from_static(b": ping\n\n"),
         }
     }
@@ -117,6 +150,26 @@ mod tests {
         assert!(f.admits(&Frame::ping()));
         assert!(TypeFilter::parse("NOPE").unwrap_err().contains("NOPE"));
         assert!(TypeFilter::parse(",").is_err());
+    }
+
+    #[test]
+    fn heartbeats_are_comments_unless_asked_as_events() {
+        let ping = Arc::new(Frame::ping());
+        for filter in [TypeFilter::ALL, TypeFilter::parse("LOG_STREAM").unwrap()] {
+            assert_eq!(&filter.dress(ping.clone()).bytes[..], b": ping\n\n");
+            let dressed = filter.with_ping_events().dress(ping.clone());
+            assert_eq!(&dressed.bytes[..], b"event: PING\ndata: {}\n\n");
+            assert!(filter.with_ping_events().admits(&dressed));
+            assert!(!dressed.is_event(), "not counted as an event");
+        }
+        let m = Message {
+            position: None,
+            kind: "SYNC_CANVAS".into(),
+            json: Bytes::from_static(b"{}"),
+        };
+        let event = Arc::new(Frame::message(&m));
+        let dressed = TypeFilter::ALL.with_ping_events().dress(event.clone());
+        assert!(Arc::ptr_eq(&dressed, &event), "events pass as they are");
     }
 
     #[test]

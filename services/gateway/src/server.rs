@@ -378,6 +378,18 @@ async fn admit(shared: &Shared, head: Box<Head>) -> Result<Box<Admitted>, Reply>
             Reply::error("400 Bad Request", "invalid_types", &e)
         })?,
     };
+    let filter = match head.query("heartbeat") {
+        None | Some("comment") => filter,
+        Some("event") => filter.with_ping_events(),
+        Some(other) => {
+            refuse("invalid");
+            return Err(Reply::error(
+                "400 Bad Request",
+                "invalid_heartbeat",
+                &format!("heartbeat {other:?}: expected comment or event"),
+            ));
+        }
+    };
     // The header wins: a browser's auto-reconnect sends it with the original URL, whose
     // `last_event_id` query is older.
     let resume = match head

@@ -218,12 +218,14 @@ async fn deliver<S: AsyncWrite + Unpin>(
     let mut batch: Vec<Arc<Frame>> = Vec::new();
     let mut bytes = 0;
     if filter.admits(&frame) {
+        let frame = filter.dress(frame);
         bytes += frame.bytes.len();
         batch.push(frame);
     }
     while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
         match rx.try_recv() {
             Ok(more) if filter.admits(&more) => {
+                let more = filter.dress(more);
                 bytes += more.bytes.len();
                 batch.push(more);
             }

@@ -281,6 +281,30 @@ fn range(r: std::ops::Range<u64>) -> Vec<u64> {
 }
 
 #[tokio::test]
+async fn heartbeats_come_as_ping_events_to_streams_that_ask() {
+    let world = World::new(|_| {}).await;
+    let flow = world.flow("beat").await;
+    let gw = world
+        .gateway(|c| c.sse.heartbeat = Duration::from_millis(20))
+        .await;
+    let t = token("u1", &["beat"]);
+    let path = "/v1/flows/beat/events?types=LOG_STREAM&heartbeat=event";
+    let mut asking = connect(gw.port, path, &t, None).await;
+    let mut plain = connect(gw.port, "/v1/flows/beat/events?types=LOG_STREAM", &t, None).await;
+    asking.next_of("READY").await;
+    plain.next_of("READY").await;
+    for _ in 0..2 {
+        let ping = asking.next_of("PING").await;
+        assert_eq!(ping.id, "", "a heartbeat moves no position");
+        assert_eq!(ping.data, json!({}));
+    }
+    // The plain stream's heartbeats are comments: its next event is the published one.
+    world.publish(&flow, 0..1).await;
+    assert_eq!(plain.next().await.unwrap().event, "LOG_STREAM");
+    assert_eq!(asking.next_of("LOG_STREAM").await.data["seq"], 1);
+}
+
+#[tokio::test]
 async fn events_reach_every_client_of_two_gateways_once_and_in_order() {
     let world = World::new(|_| {}).await;
     let flow = world.flow("fan").await;
@@ -549,6 +573,13 @@ async fn flows_are_isolated_and_tokens_checked() {
             None,
             400,
             "invalid_types",
+        ),
+        (
+            "/v1/flows/iso-a/events?heartbeat=loud",
+            Some(all.as_str()),
+            None,
+            400,
+            "invalid_heartbeat",
         ),
         (
             "/v1/flows/iso-a/events",
