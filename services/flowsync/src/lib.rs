@@ -23,6 +23,7 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 pub mod config;
+mod demo;
 
 pub use config::SystemConfig;
 
@@ -81,7 +82,10 @@ impl System {
         let app = Application::with_routes(&api, backends.clone(), move |cfg| {
             // Every method: the gateway answers those it does not serve (405).
             cfg.app_data(streams.clone())
-                .route("/v1/flows/{flow_id}/events", web::route().to(events));
+                .route("/v1/flows/{flow_id}/events", web::route().to(events))
+                .route("/", web::get().to(demo::index))
+                .route("/demo.js", web::get().to(demo::script))
+                .route("/demo.css", web::get().to(demo::style));
         })?;
         Ok(Self {
             app,

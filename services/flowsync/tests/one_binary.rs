@@ -280,3 +280,30 @@ async fn refuses_to_run_without_auth_beyond_loopback() {
     .unwrap_err();
     assert!(err.to_string().contains("without auth"), "{err}");
 }
+
+#[tokio::test]
+async fn serves_the_demo_page_same_origin_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = System::build(SystemConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_owned(),
+        ..SystemConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", system.port());
+    tokio::spawn(system.run_until_stopped());
+    for (path, kind, needle) in [
+        ("/", "text/html", "/demo.js"),
+        ("/demo.js", "text/javascript", "FlowSession"),
+        ("/demo.css", "text/css", ".node"),
+    ] {
+        let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let headers = r.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+}

@@ -1,0 +1,654 @@
+// FlowSession: one flow kept in sync, ops sent with their results as promises, executions,
+// logs and presence. Mirrors the Rust client's FlowSession (docs/decisions.md "Client").
+
+import { Canvas, CanvasMismatch, type CanvasState } from "./canvas.js";
+import { Emitter } from "./emitter.js";
+import { ClosedError, ConflictError, HttpError, OpTimeoutError } from "./errors.js";
+import type { FlowsyncClient } from "./http.js";
+import type {
+  Actor,
+  Conflict,
+  EventOf,
+  Execution,
+  ExecutionStatus,
+  ExecutionUpdate,
+  FlowEvent,
+  Json,
+  LogStream,
+  NodeStatus,
+  Op,
+  OpInput,
+  Presence,
+  SyncCanvas,
+} from "./protocol.js";
+import { EventStream, type StreamOptions, type StreamStatus } from "./stream.js";
+
+export interface SessionOptions extends StreamOptions {
+  /** This client's id, echoed in `SYNC_CANVAS` and `CONFLICT` (default: a random one). */
+  clientId?: string;
+  /** How long an op waits for its result before it is sent again, same op id (default 10 s). */
+  opTimeoutMs?: number;
+  /** Sends of an op before it fails with {@link OpTimeoutError} (default 3). */
+  opAttempts?: number;
+  /** How long a `SYNC_CANVAS` ahead of its predecessor waits before `/history` fills the gap (default 250 ms). */
+  gapWaitMs?: number;
+  /** At most one presence update per this many ms; the latest state wins (default 100). */
+  presenceThrottleMs?: number;
+}
+
+/** An op's result when it applied. */
+export interface Applied {
+  opId: string;
+  /** The flow version this op produced. */
+  version: number;
+}
+
+/** One node's part of an execution, as far as this session knows it. */
+export interface NodeRunState {
+  readonly status: NodeStatus;
+  readonly output?: Json;
+  readonly error?: string;
+  readonly progress?: number;
+  /** The node's streamed text (`LOG_STREAM` chunks in order). */
+  readonly log: string;
+  /** Chunks in `log`: the index the next chunk must have. */
+  readonly chunks: number;
+  /**
+   * The session joined this node's stream late (opened mid-run, or a resync): `log` holds only
+   * what came since. It is read whole from the server once the node ends.
+   */
+  readonly partial: boolean;
+}
+
+export interface ExecutionState {
+  readonly id: string;
+  readonly status: ExecutionStatus;
+  readonly error?: string;
+  readonly nodes: Readonly<Record<string, NodeRunState>>;
+}
+
+/** A connection of the flow and its ephemeral state. */
+export interface PresenceState {
+  readonly connectionId: string;
+  readonly actor: Actor;
+  readonly state?: Json;
+  /** This session's own connection. */
+  readonly self: boolean;
+}
+
+export interface LogChunk {
+  executionId: string;
+  nodeId: string;
+  chunk: string;
+  /** The node's text so far. */
+  text: string;
+  done: boolean;
+}
+
+export interface SessionEvents extends Record<string, unknown> {
+  /** The canvas after every change (applied ops, reloads). */
+  canvas: CanvasState;
+  /** Every event, after it took effect. */
+  event: FlowEvent;
+  /** Every refused op (anyone's). */
+  conflict: Conflict;
+  /** An execution after each change. */
+  execution: ExecutionState;
+  log: LogChunk;
+  presence: readonly PresenceState[];
+  status: StreamStatus;
+  /** The session ended: why. */
+  closed: string;
+}
+
+interface PendingOp {
+  op: Op;
+  resolve(applied: Applied): void;
+  reject(error: Error): void;
+  sends: number;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+const TERMINAL_NODE: readonly NodeStatus[] = ["succeeded", "failed", "skipped", "cancelled"];
+const TERMINAL_RUN: readonly ExecutionStatus[] = ["succeeded", "failed", "cancelled"];
+
+/** A fresh op id. */
+export function newOpId(): string {
+  return `op-${randomHex(16)}`;
+}
+
+/** `bytes` random bytes as hex (`crypto.randomUUID` exists only in secure contexts). */
+function randomHex(bytes: number): string {
+  const buf = crypto.getRandomValues(new Uint8Array(bytes));
+  return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * One flow kept in sync with the server.
+ *
+ * It subscribes first and loads second, so nothing falls between the two; applies
+ * `SYNC_CANVAS` in version order (an event ahead of its predecessor waits `gapWaitMs`, then
+ * `/history` fills the gap); reloads on `RESYNC`; and matches every op's result to its
+ * promise by op id.
+ */
+export class FlowSession {
+  private readonly emitter = new Emitter<SessionEvents>();
+  private readonly options: Required<Omit<SessionOptions, keyof StreamOptions>>;
+  private canvasCopy: Canvas | undefined;
+  private readonly pending = new Map<string, PendingOp>();
+  /** `SYNC_CANVAS` events that came before their predecessor, by `prev_version`. */
+  private readonly early = new Map<number, SyncCanvas>();
+  private gapTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly runs = new Map<string, ExecutionState>();
+  private readonly people = new Map<string, PresenceState>();
+  private connection: string | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private closedWhy: string | undefined;
+  private presenceState: { value: Json; timer?: ReturnType<typeof setTimeout>; last: number } | undefined;
+  private started: { resolve(): void; reject(e: Error): void } | undefined;
+  /** The stream underneath: `drop()` / `restore()` it to try a network loss. */
+  readonly stream: EventStream;
+
+  private constructor(
+    readonly client: FlowsyncClient,
+    readonly flowId: string,
+    options: SessionOptions,
+    ready: { resolve(): void; reject(e: Error): void },
+  ) {
+    this.options = {
+      clientId: options.clientId ?? `ts-${randomHex(6)}`,
+      opTimeoutMs: options.opTimeoutMs ?? 10_000,
+      opAttempts: options.opAttempts ?? 3,
+      gapWaitMs: options.gapWaitMs ?? 250,
+      presenceThrottleMs: options.presenceThrottleMs ?? 100,
+    };
+    this.started = ready;
+    this.stream = new EventStream(
+      client,
+      flowId,
+      {
+        event: (event) => this.serially(() => this.handle(event)),
+        fatal: (error) => this.serially(() => this.close(`${error.code}: ${error.message}`, error)),
+        status: (status) => this.emitter.emit("status", status),
+      },
+      options,
+    );
+  }
+
+  /** Subscribes to the flow, loads it, and keeps it in sync until {@link close}. */
+  static open(client: FlowsyncClient, flowId: string, options: SessionOptions = {}): Promise<FlowSession> {
+    return new Promise((resolve, reject) => {
+      const session: FlowSession = new FlowSession(client, flowId, options, {
+        resolve: () => resolve(session),
+        reject,
+      });
+    });
+  }
+
+  get clientId(): string {
+    return this.options.clientId;
+  }
+
+  /** The canvas as this session knows it now. */
+  get canvas(): CanvasState {
+    return this.copy().state();
+  }
+
+  get version(): number {
+    return this.copy().version;
+  }
+
+  /** A string field of a node (`path` a JSON pointer into its `data`), if both exist. */
+  text(nodeId: string, path: string): string | undefined {
+    return this.copy().text(nodeId, path);
+  }
+
+  /** This session's connection (from its stream's `READY`). */
+  get connectionId(): string | undefined {
+    return this.connection;
+  }
+
+  get executions(): ReadonlyMap<string, ExecutionState> {
+    return this.runs;
+  }
+
+  /** Who is connected, oldest first. */
+  get presence(): readonly PresenceState[] {
+    return [...this.people.values()];
+  }
+
+  get closed(): string | undefined {
+    return this.closedWhy;
+  }
+
+  /** Listens; returns the function that stops listening. */
+  on<K extends keyof SessionEvents>(type: K, listener: (value: SessionEvents[K]) => void): () => void {
+    return this.emitter.on(type, listener);
+  }
+
+  /**
+   * Sends ops as one request: one promise per op, resolved by its `SYNC_CANVAS`, rejected
+   * with {@link ConflictError} by its `CONFLICT` (the first refusal makes the rest `skipped`).
+   * Ops without a result after `opTimeoutMs`, or after a `RESYNC`, are sent again with the
+   * same op ids — an op that applied is never applied twice.
+   *
+   * The promises are marked handled: a refusal nobody awaits is also a `conflict` event.
+   */
+  sendOps(inputs: readonly OpInput[]): Promise<Applied>[] {
+    const ops = inputs.map((o) => ({ ...o, op_id: o.op_id ?? newOpId() }) as Op);
+    const promises = ops.map(
+      (op) =>
+        new Promise<Applied>((resolve, reject) => {
+          if (this.closedWhy !== undefined) return reject(new ClosedError(this.closedWhy));
+          if (this.pending.has(op.op_id)) return reject(new Error(`op ${op.op_id} is already being sent`));
+          this.pending.set(op.op_id, { op, resolve, reject, sends: 0 });
+        }),
+    );
+    for (const p of promises) p.catch(() => {});
+    // Registered before the POST: a result can arrive before the 202.
+    const mine = ops.filter((op) => this.pending.get(op.op_id)?.sends === 0);
+    if (mine.length) void this.post(mine);
+    return promises;
+  }
+
+  /** Sends one op; its promise as {@link sendOps} makes it. */
+  sendOp(op: OpInput): Promise<Applied> {
+    return this.sendOps([op])[0]!;
+  }
+
+  /** Starts an execution of the flow as it is now. */
+  async startExecution(): Promise<string> {
+    const id = await this.client.startExecution(this.flowId);
+    if (!this.runs.has(id)) this.putRun({ id, status: "queued", nodes: {} });
+    return id;
+  }
+
+  cancelExecution(executionId: string): Promise<void> {
+    return this.client.cancelExecution(this.flowId, executionId);
+  }
+
+  /**
+   * Announces this connection's ephemeral state (cursor, selection) to everyone. Throttled:
+   * at most one update per `presenceThrottleMs`, the latest state wins.
+   */
+  setPresence(state: Json): void {
+    const p = (this.presenceState ??= { value: state, last: 0 });
+    p.value = state;
+    if (p.timer !== undefined) return;
+    const wait = Math.max(0, p.last + this.options.presenceThrottleMs - Date.now());
+    p.timer = setTimeout(() => {
+      p.timer = undefined;
+      p.last = Date.now();
+      if (this.connection === undefined || this.closedWhy !== undefined) return;
+      this.client.setPresence(this.flowId, this.connection, p.value).catch((e: unknown) => {
+        console.warn("flowsync: presence update failed", e);
+      });
+    }, wait);
+  }
+
+  /** Reloads the flow from the server (`GET`); the stream goes on from there. */
+  reload(): Promise<void> {
+    return this.serially(() => this.reloadNow());
+  }
+
+  /** Closes the stream; waiting ops fail with {@link ClosedError}. */
+  close(reason = "closed by the client", error?: Error): void {
+    if (this.closedWhy !== undefined) return;
+    this.closedWhy = reason;
+    this.stream.close();
+    clearTimeout(this.gapTimer);
+    clearTimeout(this.presenceState?.timer);
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new ClosedError(reason));
+    }
+    this.pending.clear();
+    this.started?.reject(error ?? new ClosedError(reason));
+    this.started = undefined;
+    this.emitter.emit("closed", reason);
+    this.emitter.clear();
+  }
+
+  private copy(): Canvas {
+    if (!this.canvasCopy) throw new ClosedError(this.closedWhy ?? "not loaded yet");
+    return this.canvasCopy;
+  }
+
+  /** Runs `task` after every task queued before it: events take effect one at a time, in order. */
+  private serially(task: () => Promise<void> | void): Promise<void> {
+    const run = this.chain.then(task);
+    this.chain = run.catch((e: unknown) => console.error("flowsync: session task failed", e));
+    return run;
+  }
+
+  private async post(ops: Op[]): Promise<void> {
+    for (const op of ops) this.pending.get(op.op_id)!.sends++;
+    try {
+      await this.client.postOps(this.flowId, this.options.clientId, ops);
+    } catch (e) {
+      for (const op of ops) this.settle(op.op_id, (p) => p.reject(e as Error));
+      return;
+    }
+    // Results may have come before the 202.
+    const waiting = ops.filter((op) => this.pending.has(op.op_id));
+    if (waiting.length === 0) return;
+    const timer = setTimeout(() => this.expire(waiting, timer), this.options.opTimeoutMs);
+    for (const op of waiting) this.pending.get(op.op_id)!.timer = timer;
+  }
+
+  /** `ops` got no result in time: sent again, or failed after the last attempt. */
+  private expire(ops: Op[], timer: ReturnType<typeof setTimeout>): void {
+    const waiting = ops.filter((op) => this.pending.get(op.op_id)?.timer === timer);
+    this.resend(waiting);
+  }
+
+  private resend(ops: Op[]): void {
+    const again: Op[] = [];
+    for (const op of ops) {
+      const p = this.pending.get(op.op_id)!;
+      clearTimeout(p.timer);
+      p.timer = undefined;
+      if (p.sends >= this.options.opAttempts) {
+        this.settle(op.op_id, (q) => q.reject(new OpTimeoutError(op.op_id, q.sends)));
+      } else {
+        again.push(op);
+      }
+    }
+    if (again.length) void this.post(again);
+  }
+
+  private settle(opId: string, how: (p: PendingOp) => void): void {
+    const p = this.pending.get(opId);
+    if (!p) return;
+    this.pending.delete(opId);
+    clearTimeout(p.timer);
+    how(p);
+  }
+
+  private async handle(event: FlowEvent): Promise<void> {
+    if (this.closedWhy !== undefined) return;
+    switch (event.type) {
+      case "READY":
+        await this.ready(event);
+        break;
+      case "SYNC_CANVAS":
+        await this.sync(event.data);
+        for (const op of event.data.ops) {
+          this.settle(op.op_id, (p) => p.resolve({ opId: op.op_id, version: op.version }));
+        }
+        break;
+      case "CONFLICT":
+        this.settle(event.data.op_id, (p) => p.reject(new ConflictError(event.data)));
+        this.emitter.emit("conflict", event.data);
+        break;
+      case "EXECUTION_UPDATE":
+        this.executionUpdate(event.data);
+        break;
+      case "LOG_STREAM":
+        this.logChunk(event.data);
+        break;
+      case "PRESENCE":
+        this.presenceEvent(event.data);
+        break;
+      case "RESYNC":
+        // Results announced in the gap are gone: reload, then send what still waits again.
+        await this.reloadNow();
+        await this.loadExecutions(true);
+        this.resend([...this.pending.values()].filter((p) => p.timer !== undefined).map((p) => p.op));
+        break;
+      case "FLOW_DELETED":
+        this.emitter.emit("event", event);
+        this.close("the flow was deleted");
+        return;
+    }
+    this.emitter.emit("event", event);
+  }
+
+  private async ready(event: EventOf<"READY">): Promise<void> {
+    this.connection = event.data.connection_id;
+    if (!this.canvasCopy) {
+      try {
+        this.canvasCopy = Canvas.fromFlow(await this.client.flow(this.flowId));
+        await this.loadExecutions(false);
+      } catch (e) {
+        this.close(e instanceof HttpError ? `${e.code}: ${e.message}` : String(e), e as Error);
+        return;
+      }
+      this.started?.resolve();
+      this.started = undefined;
+      this.emitter.emit("canvas", this.canvasCopy.state());
+    } else if (!event.data.resumed) {
+      // A stream that could not resume: what happened meanwhile is unknown.
+      await this.reloadNow();
+      await this.loadExecutions(true);
+    }
+    await this.loadPresence();
+    if (this.presenceState && this.presenceState.timer === undefined) {
+      this.setPresence(this.presenceState.value); // the new connection's state
+    }
+  }
+
+  /** Applies `sync` when it fits; buffers it when its predecessor is missing. */
+  private async sync(sync: SyncCanvas): Promise<void> {
+    const fit = this.apply(sync);
+    if (fit === "early") {
+      this.early.set(sync.prev_version, sync);
+      this.gapTimer ??= setTimeout(() => this.serially(() => this.fillGap()), this.options.gapWaitMs);
+      return;
+    }
+    if (fit === "mismatch") await this.reloadNow();
+    await this.drain();
+  }
+
+  private apply(sync: SyncCanvas): "applied" | "early" | "mismatch" {
+    const canvas = this.copy();
+    if (sync.prev_version > canvas.version) return "early";
+    const before = canvas.version;
+    try {
+      for (const op of sync.ops) canvas.apply(op.version, op.changes);
+    } catch (e) {
+      if (!(e instanceof CanvasMismatch)) throw e;
+      console.warn(`flowsync: ${e.message}; reloading`);
+      return "mismatch";
+    }
+    if (canvas.version !== before) this.emitter.emit("canvas", canvas.state());
+    return "applied";
+  }
+
+  /** Applies every buffered event that now fits. */
+  private async drain(): Promise<void> {
+    for (;;) {
+      const next = [...this.early.keys()].sort((a, b) => a - b)[0];
+      if (next === undefined || next > this.copy().version) break;
+      const sync = this.early.get(next)!;
+      this.early.delete(next);
+      if (this.apply(sync) === "mismatch") await this.reloadNow();
+    }
+    if (this.early.size === 0) {
+      clearTimeout(this.gapTimer);
+      this.gapTimer = undefined;
+    }
+  }
+
+  /** The predecessor did not come: reads the missing versions from `/history`. */
+  private async fillGap(): Promise<void> {
+    this.gapTimer = undefined;
+    if (this.closedWhy !== undefined || this.early.size === 0) return;
+    const want = Math.min(...this.early.keys());
+    const canvas = this.copy();
+    try {
+      while (canvas.version < want) {
+        const before = canvas.version;
+        for (const entry of await this.client.history(this.flowId, before, 500)) {
+          if (entry.version !== canvas.version + 1) break;
+          canvas.apply(entry.version, entry.changes);
+        }
+        if (canvas.version === before) break; // no progress: reload below
+        this.emitter.emit("canvas", canvas.state());
+      }
+    } catch (e) {
+      if (!(e instanceof CanvasMismatch) && !(e instanceof HttpError)) throw e;
+      console.warn("flowsync: filling a gap from history failed", e);
+    }
+    if (canvas.version < want) await this.reloadNow();
+    await this.drain();
+  }
+
+  private async reloadNow(): Promise<void> {
+    let fresh: Canvas;
+    try {
+      fresh = Canvas.fromFlow(await this.client.flow(this.flowId));
+    } catch (e) {
+      if (e instanceof HttpError && e.status === 404) return this.close("the flow was deleted", e);
+      console.warn("flowsync: reload failed", e);
+      return;
+    }
+    if (this.canvasCopy && fresh.version < this.canvasCopy.version) return;
+    this.canvasCopy = fresh;
+    for (const [prev, sync] of this.early) if (sync.version <= fresh.version) this.early.delete(prev);
+    this.emitter.emit("canvas", fresh.state());
+    await this.drain();
+  }
+
+  // ---- executions ----
+
+  /**
+   * The flow's executions as the server has them: on open, and after a gap in the stream
+   * (`afterGap`: chunks may be missing from the logs of nodes still running).
+   */
+  private async loadExecutions(afterGap: boolean): Promise<void> {
+    let list: Execution[];
+    try {
+      list = await this.client.executions(this.flowId);
+    } catch (e) {
+      console.warn("flowsync: loading executions failed", e);
+      return;
+    }
+    for (const run of list.slice(0, 20).reverse()) {
+      this.putRun(fromServer(run, afterGap ? undefined : this.runs.get(run.id)));
+    }
+  }
+
+  private putRun(run: ExecutionState): void {
+    this.runs.set(run.id, run);
+    this.emitter.emit("execution", run);
+  }
+
+  private run(id: string): ExecutionState {
+    return this.runs.get(id) ?? { id, status: "queued", nodes: {} };
+  }
+
+  private executionUpdate(u: ExecutionUpdate): void {
+    const run = this.run(u.execution_id);
+    let nodes = run.nodes;
+    if (u.node_id !== undefined) {
+      // A run this session did not see start: its logs so far are elsewhere.
+      const node = nodes[u.node_id] ?? emptyNode(!this.runs.has(run.id));
+      const next: NodeRunState = {
+        ...node,
+        status: u.node_status ?? node.status,
+        output: u.output ?? node.output,
+        error: u.error ?? node.error,
+        progress: u.progress ?? node.progress,
+      };
+      nodes = { ...nodes, [u.node_id]: next };
+      if (next.partial && TERMINAL_NODE.includes(next.status)) void this.refetchRun(run.id);
+    }
+    const error = u.node_id === undefined ? (u.error ?? run.error) : run.error;
+    this.putRun({ ...run, status: u.status ?? run.status, error, nodes });
+  }
+
+  private logChunk(l: LogStream): void {
+    const known = this.runs.has(l.execution_id);
+    const run = this.run(l.execution_id);
+    const node = run.nodes[l.node_id] ?? emptyNode(!known && l.index > 0);
+    if (l.index < node.chunks && !node.partial) return; // a repeat
+    let next: NodeRunState;
+    if (l.index === node.chunks || node.partial) {
+      next = { ...node, status: node.status === "pending" ? "running" : node.status, log: node.log + l.chunk, chunks: l.index + 1 };
+    } else {
+      // Chunks are missing: show what comes, and read the whole text once the node ends.
+      next = { ...node, log: node.log + l.chunk, chunks: l.index + 1, partial: true };
+    }
+    this.putRun({ ...run, nodes: { ...run.nodes, [l.node_id]: next } });
+    this.emitter.emit("log", { executionId: l.execution_id, nodeId: l.node_id, chunk: l.chunk, text: next.log, done: l.done });
+    if (next.partial && l.done) void this.refetchRun(run.id);
+  }
+
+  /** Reads an execution whole (nodes whose stream the session joined late). */
+  private async refetchRun(id: string): Promise<void> {
+    try {
+      const run = await this.client.execution(this.flowId, id);
+      await this.serially(() => this.putRun(fromServer(run, this.runs.get(id), true)));
+    } catch (e) {
+      console.warn("flowsync: reading an execution failed", e);
+    }
+  }
+
+  // ---- presence ----
+
+  private async loadPresence(): Promise<void> {
+    let list;
+    try {
+      list = await this.client.presence(this.flowId);
+    } catch (e) {
+      console.warn("flowsync: loading presence failed", e);
+      return;
+    }
+    const states = new Map([...this.people].map(([id, p]) => [id, p.state]));
+    this.people.clear();
+    for (const entry of list) {
+      this.people.set(entry.connection_id, {
+        connectionId: entry.connection_id,
+        actor: entry.actor,
+        state: states.get(entry.connection_id),
+        self: entry.connection_id === this.connection,
+      });
+    }
+    this.emitter.emit("presence", this.presence);
+  }
+
+  private presenceEvent(p: Presence): void {
+    if (p.action === "leave") {
+      this.people.delete(p.connection_id);
+    } else {
+      const before = this.people.get(p.connection_id);
+      this.people.set(p.connection_id, {
+        connectionId: p.connection_id,
+        actor: p.actor,
+        state: p.action === "update" ? p.state : before?.state,
+        self: p.connection_id === this.connection,
+      });
+    }
+    this.emitter.emit("presence", this.presence);
+  }
+}
+
+function emptyNode(partial: boolean): NodeRunState {
+  return { status: "pending", log: "", chunks: 0, partial };
+}
+
+/**
+ * An execution as the server has it. Logs of nodes still running are taken as partial (the
+ * stream may already have delivered their tail); `exact` when read after the node ended.
+ */
+function fromServer(run: Execution, known: ExecutionState | undefined, exact = false): ExecutionState {
+  const nodes: Record<string, NodeRunState> = {};
+  for (const n of run.nodes) {
+    const live = known?.nodes[n.node_id];
+    const ended = TERMINAL_NODE.includes(n.status) || TERMINAL_RUN.includes(run.status);
+    if (live && !live.partial && !(exact && ended)) {
+      nodes[n.node_id] = live; // the stream's copy is exact and at least as new
+      continue;
+    }
+    nodes[n.node_id] = {
+      status: n.status,
+      output: n.output,
+      error: n.error,
+      log: ended ? n.log : (live?.log ?? ""),
+      chunks: live?.chunks ?? 0,
+      partial: !ended,
+    };
+  }
+  return { id: run.id, status: run.status, error: run.error, nodes };
+}

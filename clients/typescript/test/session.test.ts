@@ -1,0 +1,187 @@
+// The session against a fake EventSource and an in-memory API: op results by op id, retries
+// with the same op id, version order with gap filling, resync.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { ConflictError, FlowSession, FlowsyncClient, OpTimeoutError, type Applied } from "../src/index.js";
+import { FakeApi, next, nodeAt, Sources } from "./fakes.js";
+
+async function open(options: { opTimeoutMs?: number; opAttempts?: number; gapWaitMs?: number } = {}) {
+  const api = new FakeApi();
+  const sources = new Sources();
+  const client = new FlowsyncClient({ baseUrl: "http://fake", fetch: api.fetch, backoffMs: 1 });
+  const opening = FlowSession.open(client, "f", { EventSource: sources.ctor, clientId: "me", ...options });
+  (await sources.nth(0)).ready();
+  const session = await opening;
+  return { api, sources, session, es: sources.last };
+}
+
+test("subscribes first, then loads; events behind the loaded version are skipped", async () => {
+  const api = new FakeApi();
+  api.commit("o1", [nodeAt("n1", 1, 1)]);
+  const sources = new Sources();
+  const client = new FlowsyncClient({ baseUrl: "http://fake", fetch: api.fetch });
+  const opening = FlowSession.open(client, "f", { EventSource: sources.ctor });
+  const es = await sources.nth(0);
+  assert.deepEqual(api.requests, [], "nothing loaded before the stream is up");
+  es.ready(1, 1);
+  // Already in the loaded state: must not apply twice or fail.
+  es.send("SYNC_CANVAS", { prev_version: 0, version: 1, client_id: "x", ops: [{ op_id: "o1", type: "node.add", version: 1, changes: [nodeAt("n1", 1, 1)] }] }, 1);
+  const session = await opening;
+  assert.equal(api.requests[0], "GET /v1/flows/f");
+  assert.equal(session.version, 1);
+  assert.deepEqual(session.canvas.nodes.map((n) => n.id), ["n1"]);
+  session.close();
+});
+
+test("each op's promise settles by its own result, matched by op id", async () => {
+  const { api, session, es } = await open();
+  const posted = api.nextPost();
+  const [a, b, c] = session.sendOps([
+    { type: "node.add", node: { id: "n1", type: "note", position: { x: 0, y: 0 } } },
+    { type: "node.move", id: "n1", position: { x: 1, y: 1 }, base_version: 0 },
+    { type: "node.delete", id: "n1", op_id: "mine-3" },
+  ]);
+  const ops = await posted;
+  assert.equal(ops.length, 3);
+  assert.equal(ops[2]!.op_id, "mine-3");
+  assert.ok(ops[0]!.op_id.startsWith("op-") && ops[0]!.op_id !== ops[1]!.op_id);
+  // Results in another order than sent, and someone else's results in between.
+  es.send("CONFLICT", { op_id: ops[1]!.op_id, client_id: "me", reason: "version_mismatch", message: "changed", current_version: 1 }, 2);
+  es.send("CONFLICT", { op_id: "someone-else", client_id: "x", reason: "not_found", message: "no", current_version: 1 }, 3);
+  es.send("SYNC_CANVAS", { prev_version: 0, version: 1, client_id: "me", ops: [{ op_id: ops[0]!.op_id, type: "node.add", version: 1, changes: [nodeAt("n1", 0, 1)] }] }, 1);
+  es.send("CONFLICT", { op_id: "mine-3", client_id: "me", reason: "skipped", message: "after a refusal", current_version: 1 }, 4);
+  assert.deepEqual(await a, { opId: ops[0]!.op_id, version: 1 } satisfies Applied);
+  await assert.rejects(b!, (e: unknown) => e instanceof ConflictError && e.reason === "version_mismatch");
+  await assert.rejects(c!, (e: unknown) => e instanceof ConflictError && e.reason === "skipped");
+  assert.equal(session.version, 1);
+  session.close();
+});
+
+test("an op without a result is sent again with the same op id, then fails", async () => {
+  const { api, session, es } = await open({ opTimeoutMs: 20, opAttempts: 3 });
+  const first = api.nextPost();
+  const p = session.sendOp({ type: "node.delete", id: "x" });
+  const [op] = await first;
+  const again = await api.nextPost();
+  assert.deepEqual(again, [op], "same op, same id");
+  const third = await api.nextPost();
+  assert.deepEqual(third, [op]);
+  await assert.rejects(p, (e: unknown) => e instanceof OpTimeoutError && e.attempts === 3);
+  // A late result of a given-up op changes nothing for the caller.
+  es.send("CONFLICT", { op_id: op!.op_id, client_id: "me", reason: "not_found", message: "", current_version: 0 }, 1);
+  session.close();
+});
+
+test("a retried op's re-announced result resolves it once", async () => {
+  const { api, session, es } = await open({ opTimeoutMs: 20 });
+  const first = api.nextPost();
+  const p = session.sendOp({ type: "node.add", node: { id: "n1", type: "note", position: { x: 0, y: 0 } } });
+  const [op] = await first;
+  await api.nextPost(); // the retry
+  const sync = { prev_version: 0, version: 1, client_id: "me", ops: [{ op_id: op!.op_id, type: "node.add", version: 1, changes: [nodeAt("n1", 0, 1)] }] };
+  es.send("SYNC_CANVAS", sync, 1);
+  es.send("SYNC_CANVAS", sync, 2); // announced again for the retry
+  assert.equal((await p).version, 1);
+  assert.equal(session.version, 1);
+  session.close();
+});
+
+test("a SYNC_CANVAS ahead of its predecessor waits, then history fills the gap", async () => {
+  const { api, session, es } = await open({ gapWaitMs: 10 });
+  const s1 = api.commit("o1", [nodeAt("n1", 1, 1)]);
+  const s2 = api.commit("o2", [nodeAt("n1", 2, 2)]);
+  const s3 = api.commit("o3", [nodeAt("n2", 3, 3)]);
+  // v3 then v2 arrive; v1's announcement is lost (an API died between commit and publish).
+  const handled = next(session, "event", (e) => e.seq === 2);
+  es.send("SYNC_CANVAS", s3, 3);
+  es.send("SYNC_CANVAS", s2, 2);
+  await handled;
+  assert.equal(session.version, 0, "nothing applies out of order");
+  const state = await next(session, "canvas", (c) => c.version === 3);
+  assert.deepEqual(state.nodes.map((n) => [n.id, n.position.x]).sort(), [["n1", 2], ["n2", 3]]);
+  assert.ok(api.requests.includes("GET /v1/flows/f/history?after=0&limit=500"));
+  assert.ok(!api.requests.slice(1).includes("GET /v1/flows/f"), "filled from history, not reloaded");
+  void s1;
+  session.close();
+});
+
+test("an early event whose predecessor arrives in time needs no history", async () => {
+  const { api, session, es } = await open({ gapWaitMs: 60_000 });
+  const s1 = api.commit("o1", [nodeAt("n1", 1, 1)]);
+  const s2 = api.commit("o2", [nodeAt("n1", 2, 2)]);
+  es.send("SYNC_CANVAS", s2, 2);
+  es.send("SYNC_CANVAS", s1, 1);
+  await next(session, "canvas", (c) => c.version === 2);
+  assert.equal(session.canvas.nodes[0]!.position.x, 2);
+  assert.ok(!api.requests.some((r) => r.includes("/history")));
+  session.close();
+});
+
+test("RESYNC reloads and sends waiting ops again at once", async () => {
+  const { api, session, es } = await open({ opTimeoutMs: 60_000 });
+  const first = api.nextPost();
+  const p = session.sendOp({ type: "node.delete", id: "gone" });
+  const [op] = await first;
+  api.commit("o1", [nodeAt("n9", 9, 1)]);
+  const again = api.nextPost();
+  es.send("RESYNC", { reason: "history lost" });
+  assert.deepEqual(await again, [op]);
+  assert.equal(session.version, 1, "reloaded");
+  es.send("CONFLICT", { op_id: op!.op_id, client_id: "me", reason: "not_found", message: "", current_version: 1 }, 5);
+  await assert.rejects(p, ConflictError);
+  session.close();
+});
+
+test("a change that does not fit reloads the canvas", async () => {
+  const { api, session, es } = await open();
+  api.commit("o1", [nodeAt("n1", 1, 1)]);
+  es.send("SYNC_CANVAS", { prev_version: 0, version: 1, client_id: "x", ops: [{ op_id: "o1", type: "text.append", version: 1, changes: [{ kind: "node.splice", id: "nope", path: "/t", at: 0, delete: 0, insert: "x", version: 1 }] }] }, 1);
+  const state = await next(session, "canvas", (c) => c.version === 1);
+  assert.deepEqual(state.nodes.map((n) => n.id), ["n1"], "the server's state");
+  session.close();
+});
+
+test("closing fails waiting ops and FLOW_DELETED ends the session", async () => {
+  const { session, es } = await open();
+  const p = session.sendOp({ type: "node.delete", id: "x" });
+  const closed = next(session, "closed");
+  es.send("FLOW_DELETED", {}, 1);
+  assert.equal(await closed, "the flow was deleted");
+  await assert.rejects(p, /session closed/);
+  assert.ok(es.closed);
+  await assert.rejects(session.sendOp({ type: "redo" }), /session closed/);
+});
+
+test("LOG_STREAM text accumulates per node once, in index order", async () => {
+  const { session, es } = await open();
+  es.send("EXECUTION_UPDATE", { execution_id: "x1", status: "running" }, 1);
+  es.send("EXECUTION_UPDATE", { execution_id: "x1", node_id: "n1", node_status: "running" }, 2);
+  es.send("LOG_STREAM", { execution_id: "x1", node_id: "n1", index: 0, chunk: "Hel", done: false }, 3);
+  es.send("LOG_STREAM", { execution_id: "x1", node_id: "n1", index: 1, chunk: "lo", done: false }, 4);
+  es.send("LOG_STREAM", { execution_id: "x1", node_id: "n1", index: 1, chunk: "lo", done: false }, 5);
+  es.send("EXECUTION_UPDATE", { execution_id: "x1", node_id: "n1", node_status: "succeeded", output: "Hello" }, 6);
+  const done = next(session, "execution", (x) => x.status === "succeeded");
+  es.send("EXECUTION_UPDATE", { execution_id: "x1", status: "succeeded" }, 7);
+  const run = await done;
+  assert.equal(run.nodes.n1!.log, "Hello");
+  assert.equal(run.nodes.n1!.status, "succeeded");
+  assert.equal(run.nodes.n1!.output, "Hello");
+  assert.equal(run.nodes.n1!.partial, false);
+  session.close();
+});
+
+test("presence: joins, updates and leaves; own connection marked", async () => {
+  const { session, es } = await open();
+  const actor = { id: "bob", kind: "user", name: "Bob" };
+  es.send("PRESENCE", { action: "join", connection_id: "c9", actor });
+  es.send("PRESENCE", { action: "update", connection_id: "c9", actor, state: { cursor: [1, 2] } });
+  es.send("PRESENCE", { action: "join", connection_id: "c0", actor });
+  const list = await next(session, "presence", (p) => p.length === 2);
+  assert.deepEqual(list.map((p) => [p.connectionId, p.self, p.state]), [["c9", false, { cursor: [1, 2] }], ["c0", true, undefined]]);
+  const left = next(session, "presence", (p) => p.length === 1);
+  es.send("PRESENCE", { action: "leave", connection_id: "c9", actor });
+  assert.deepEqual((await left).map((p) => p.connectionId), ["c0"]);
+  session.close();
+});
