@@ -13,6 +13,12 @@ import { chromium, type Page } from "playwright-core";
 import { FlowsyncClient, type Flow } from "../src/index.js";
 import { chatStub, REPO, startSystem } from "../test/support.js";
 
+// A guard against a hang, never a timing assertion.
+setTimeout(() => {
+  console.error("e2e: no end after 5 minutes");
+  process.exit(1);
+}, 300_000).unref();
+
 const TOKENS = ["Stream", "ing ", "tokens ", "live", " ✨"];
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const PATIENCE = 30_000;

@@ -34,6 +34,8 @@ export interface SessionOptions extends StreamOptions {
   gapWaitMs?: number;
   /** At most one presence update per this many ms; the latest state wins (default 100). */
   presenceThrottleMs?: number;
+  /** Gives up opening (the stream keeps trying while the server is unreachable). */
+  signal?: AbortSignal;
 }
 
 /** An op's result when it applied. */
@@ -133,7 +135,7 @@ function randomHex(bytes: number): string {
  */
 export class FlowSession {
   private readonly emitter = new Emitter<SessionEvents>();
-  private readonly options: Required<Omit<SessionOptions, keyof StreamOptions>>;
+  private readonly options: Required<Omit<SessionOptions, keyof StreamOptions | "signal">>;
   private canvasCopy: Canvas | undefined;
   private readonly pending = new Map<string, PendingOp>();
   /** `SYNC_CANVAS` events that came before their predecessor, by `prev_version`. */
@@ -178,10 +180,17 @@ export class FlowSession {
   /** Subscribes to the flow, loads it, and keeps it in sync until {@link close}. */
   static open(client: FlowsyncClient, flowId: string, options: SessionOptions = {}): Promise<FlowSession> {
     return new Promise((resolve, reject) => {
+      const { signal } = options;
+      const abort = () => session.close(`opening aborted: ${String(signal?.reason)}`);
       const session: FlowSession = new FlowSession(client, flowId, options, {
-        resolve: () => resolve(session),
+        resolve: () => {
+          signal?.removeEventListener("abort", abort);
+          resolve(session);
+        },
         reject,
       });
+      if (signal?.aborted) abort();
+      else signal?.addEventListener("abort", abort, { once: true });
     });
   }
 

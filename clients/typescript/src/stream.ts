@@ -170,12 +170,12 @@ export class EventStream {
     };
     source.onerror = () => {
       if (!live()) return;
-      clearTimeout(this.idleTimer);
       this.failures++;
       // The browser reconnects by itself (with `Last-Event-ID`) while `CONNECTING`: let it
       // try once; after that, or when it gave up (`CLOSED`: an HTTP error), reconnect here.
       if (source.readyState !== CLOSED && this.failures === 1) {
         this.setStatus("connecting");
+        this.watch(); // a reconnect that hangs is taken over too
         return;
       }
       this.disconnect();

@@ -185,3 +185,14 @@ test("presence: joins, updates and leaves; own connection marked", async () => {
   assert.deepEqual((await left).map((p) => p.connectionId), ["c0"]);
   session.close();
 });
+
+test("opening can be given up while the stream cannot connect", async () => {
+  const sources = new Sources();
+  const client = new FlowsyncClient({ baseUrl: "http://fake", fetch: new FakeApi().fetch });
+  const abort = new AbortController();
+  const opening = FlowSession.open(client, "f", { EventSource: sources.ctor, signal: abort.signal });
+  const es = await sources.nth(0);
+  abort.abort("user left");
+  await assert.rejects(opening, /opening aborted: user left/);
+  assert.ok(es.closed);
+});

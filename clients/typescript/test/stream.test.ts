@@ -79,6 +79,17 @@ test("a silent stream is dropped and resumed; heartbeats keep it", async () => {
   s.close();
 });
 
+test("a browser reconnect that hangs is taken over by the watchdog", async () => {
+  const { s, sources } = stream({ idleTimeoutMs: 20 });
+  const first = await sources.nth(0);
+  first.ready(4);
+  first.fail(false); // the browser reconnects… and never gets through
+  const second = await sources.nth(1);
+  assert.ok(first.closed);
+  assert.equal(query(second.url).get("last_event_id"), "ep-4");
+  s.close();
+});
+
 test("after RESYNC a reconnect starts from the new head, not the lost position", async () => {
   const { s, sources } = stream({ lastEventId: "old-99" });
   const first = await sources.nth(0);

@@ -490,10 +490,10 @@ var EventStream = class {
     };
     source.onerror = () => {
       if (!live()) return;
-      clearTimeout(this.idleTimer);
       this.failures++;
       if (source.readyState !== CLOSED && this.failures === 1) {
         this.setStatus("connecting");
+        this.watch();
         return;
       }
       this.disconnect();
@@ -595,10 +595,17 @@ var FlowSession = class _FlowSession {
   /** Subscribes to the flow, loads it, and keeps it in sync until {@link close}. */
   static open(client2, flowId2, options = {}) {
     return new Promise((resolve, reject) => {
+      const { signal } = options;
+      const abort = () => session2.close(`opening aborted: ${String(signal?.reason)}`);
       const session2 = new _FlowSession(client2, flowId2, options, {
-        resolve: () => resolve(session2),
+        resolve: () => {
+          signal?.removeEventListener("abort", abort);
+          resolve(session2);
+        },
         reject
       });
+      if (signal?.aborted) abort();
+      else signal?.addEventListener("abort", abort, { once: true });
     });
   }
   get clientId() {
