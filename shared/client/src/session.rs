@@ -427,6 +427,11 @@ impl Follower<'_> {
         match &event.body {
             EventBody::Ready(ready) => {
                 *lock(&self.shared.connection) = Some(ready.connection_id.clone());
+                if !ready.resumed {
+                    // A reconnect that could not resume: what happened meanwhile is unknown.
+                    self.reload().await;
+                    self.drain().await;
+                }
             }
             EventBody::SyncCanvas(sync) => {
                 self.sync(sync).await;

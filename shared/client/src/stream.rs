@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
-use flowsync_protocol::{Event, FlowId};
+use flowsync_protocol::{Event, EventBody, FlowId};
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 
@@ -37,6 +37,8 @@ pub struct EventStream {
     flow: FlowId,
     types: Option<String>,
     last_event_id: Option<String>,
+    /// Where the current connection started (its `READY`).
+    head: Option<String>,
     connection: Option<Sse>,
     /// Connections in a row that failed or ended without an event.
     failures: u32,
@@ -60,6 +62,7 @@ impl EventStream {
             flow,
             types: None,
             last_event_id,
+            head: None,
             connection: None,
             failures: 0,
         }
@@ -76,8 +79,8 @@ impl EventStream {
         &self.flow
     }
 
-    /// The id (`<epoch>-<seq>`) of the last sequenced event returned: where a reconnect
-    /// resumes.
+    /// The id (`<epoch>-<seq>`) of the last sequenced event returned, or before any the head
+    /// the stream's `READY` named: where a reconnect resumes.
     pub fn last_event_id(&self) -> Option<&str> {
         self.last_event_id.as_deref()
     }
@@ -101,10 +104,22 @@ impl EventStream {
                     self.failures = 0;
                     let event: Event = serde_json::from_str(&sse.data)
                         .map_err(|e| Error::Protocol(format!("{} event: {e}", sse.event)))?;
-                    // `eventsource-stream` repeats the last id on events without one; only
-                    // sequenced events move the resume position.
-                    if event.seq.is_some() && !sse.id.is_empty() {
-                        self.last_event_id = Some(sse.id);
+                    match &event.body {
+                        // Where this connection started: before any sequenced event, a
+                        // reconnect resumes from here, so it cannot skip what it missed.
+                        EventBody::Ready(ready) => {
+                            let head = format!("{}-{}", ready.epoch, ready.seq);
+                            self.last_event_id.get_or_insert_with(|| head.clone());
+                            self.head = Some(head);
+                        }
+                        // The old position is gone; the stream goes on live from its head.
+                        EventBody::Resync(_) => self.last_event_id = self.head.clone(),
+                        // `eventsource-stream` repeats the last id on events without one;
+                        // only sequenced events move the resume position.
+                        _ if event.seq.is_some() && !sse.id.is_empty() => {
+                            self.last_event_id = Some(sse.id);
+                        }
+                        _ => {}
                     }
                     return Ok(event);
                 }

@@ -157,7 +157,11 @@ async fn the_stream_resumes_where_it_broke() {
     let mut stream = s.client.events(&flow).only(&["SYNC_CANVAS"]);
     let ready = within("READY", stream.next()).await.unwrap();
     assert!(matches!(ready.body, EventBody::Ready(ref r) if !r.resumed));
+    // Dropped before any event: the reconnect resumes from the head READY named.
+    stream.disconnect();
     agent.send_one(add("a", &json!({}))).await.unwrap();
+    let ready = within("READY again", stream.next()).await.unwrap();
+    assert!(matches!(ready.body, EventBody::Ready(ref r) if r.resumed));
     let first = within("the first op", stream.next()).await.unwrap();
     assert_eq!(first.seq, Some(1));
     let position = stream.last_event_id().unwrap().to_owned();

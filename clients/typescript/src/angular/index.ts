@@ -132,9 +132,18 @@ export class FlowConnection {
     return this.executions$.pipe(map((all) => all.get(executionId)));
   }
 
-  /** The ops' results, one promise per op (see {@link FlowSession.sendOps}); they settle inside the zone. */
+  /**
+   * The ops' results, one promise per op (see {@link FlowSession.sendOps}); they settle inside
+   * the zone and, like the session's, are marked handled (refusals are also `conflicts$`).
+   */
   sendOps(ops: readonly OpInput[]): Promise<Applied>[] {
-    return this.zone.runOutsideAngular(() => this.session.sendOps(ops)).map((p) => this.inZone(p));
+    return this.zone
+      .runOutsideAngular(() => this.session.sendOps(ops))
+      .map((p) => {
+        const settled = this.inZone(p);
+        settled.catch(() => {});
+        return settled;
+      });
   }
 
   sendOp(op: OpInput): Promise<Applied> {
