@@ -8,6 +8,11 @@ export class Emitter<Events extends Record<string, unknown>> {
     return () => set.delete(listener);
   }
 
+  /** Whether anyone listens to `type` (to skip building a value nobody reads). */
+  has(type: keyof Events): boolean {
+    return (this.listeners[type]?.size ?? 0) > 0;
+  }
+
   emit<K extends keyof Events>(type: K, value: Events[K]): void {
     for (const listener of this.listeners[type] ?? []) {
       try {

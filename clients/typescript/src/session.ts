@@ -88,7 +88,10 @@ export interface LogChunk {
 }
 
 export interface SessionEvents extends Record<string, unknown> {
-  /** The canvas after every change (applied ops, reloads). */
+  /**
+   * The canvas after it changed (applied ops, gap fills, reloads): once the session has
+   * taken in every event it had received, so a burst (a resume's replay) is one emission.
+   */
   canvas: CanvasState;
   /** Every event, after it took effect. */
   event: FlowEvent;
@@ -145,6 +148,10 @@ export class FlowSession {
   private readonly people = new Map<string, PresenceState>();
   private connection: string | undefined;
   private chain: Promise<void> = Promise.resolve();
+  /** Tasks queued on `chain` and not finished. */
+  private queued = 0;
+  /** The canvas changed since the last `canvas` emission. */
+  private canvasChanged = false;
   private closedWhy: string | undefined;
   private presenceState: { value: Json; timer?: ReturnType<typeof setTimeout>; last: number } | undefined;
   private started: { resolve(): void; reject(e: Error): void } | undefined;
@@ -325,9 +332,24 @@ export class FlowSession {
 
   /** Runs `task` after every task queued before it: events take effect one at a time, in order. */
   private serially(task: () => Promise<void> | void): Promise<void> {
+    this.queued++;
     const run = this.chain.then(task);
-    this.chain = run.catch((e: unknown) => console.error("flowsync: session task failed", e));
+    this.chain = run
+      .catch((e: unknown) => console.error("flowsync: session task failed", e))
+      .finally(() => {
+        if (--this.queued === 0) this.announceCanvas();
+      });
     return run;
+  }
+
+  /**
+   * Emits `canvas` when it changed and nothing more is queued. Building the view costs one
+   * pass over the nodes: done once per burst, and only for listeners.
+   */
+  private announceCanvas(): void {
+    if (!this.canvasChanged || this.closedWhy !== undefined || !this.canvasCopy) return;
+    this.canvasChanged = false;
+    if (this.emitter.has("canvas")) this.emitter.emit("canvas", this.canvasCopy.state());
   }
 
   private async post(ops: Op[]): Promise<void> {
@@ -425,7 +447,7 @@ export class FlowSession {
       }
       this.started?.resolve();
       this.started = undefined;
-      this.emitter.emit("canvas", this.canvasCopy.state());
+      this.canvasChanged = true;
     } else if (!event.data.resumed) {
       // A stream that could not resume: what happened meanwhile is unknown.
       await this.reloadNow();
@@ -460,7 +482,7 @@ export class FlowSession {
       console.warn(`flowsync: ${e.message}; reloading`);
       return "mismatch";
     }
-    if (canvas.version !== before) this.emitter.emit("canvas", canvas.state());
+    if (canvas.version !== before) this.canvasChanged = true;
     return "applied";
   }
 
@@ -493,7 +515,7 @@ export class FlowSession {
           canvas.apply(entry.version, entry.changes);
         }
         if (canvas.version === before) break; // no progress: reload below
-        this.emitter.emit("canvas", canvas.state());
+        this.canvasChanged = true;
       }
     } catch (e) {
       if (!(e instanceof CanvasMismatch) && !(e instanceof HttpError)) throw e;
@@ -515,7 +537,7 @@ export class FlowSession {
     if (this.canvasCopy && fresh.version < this.canvasCopy.version) return;
     this.canvasCopy = fresh;
     for (const [prev, sync] of this.early) if (sync.version <= fresh.version) this.early.delete(prev);
-    this.emitter.emit("canvas", fresh.state());
+    this.canvasChanged = true;
     await this.drain();
   }
 

@@ -27,9 +27,13 @@ export class FakeSource implements EventSourceLike {
 
   /** Delivers an event as the gateway frames it (`seq` → `id: ep-<seq>`). */
   send(type: EventType | "PING", data: unknown, seq?: number): void {
+    this.deliver(type, frame(type, data, seq), seq);
+  }
+
+  /** Delivers an already framed event (`frame`): what a benchmark feeds. */
+  deliver(type: EventType | "PING", json: string, seq?: number): void {
     if (seq !== undefined) this.lastId = `ep-${seq}`;
-    const body = type === "PING" ? {} : { type, flow_id: "f", seq, ts: "", actor: { id: "u", kind: "user", name: "u" }, data };
-    const event = { data: JSON.stringify(body), lastEventId: this.lastId } as MessageEvent;
+    const event = { data: json, lastEventId: this.lastId } as MessageEvent;
     for (const l of this.listeners.get(type) ?? []) l(event);
   }
 
@@ -43,6 +47,12 @@ export class FakeSource implements EventSourceLike {
     this.readyState = gaveUp ? 2 : 0;
     this.onerror?.({} as Event);
   }
+}
+
+/** An event's `data:` line as the gateway sends it. */
+export function frame(type: EventType | "PING", data: unknown, seq?: number): string {
+  const body = type === "PING" ? {} : { type, flow_id: "f", seq, ts: "", actor: { id: "u", kind: "user", name: "u" }, data };
+  return JSON.stringify(body);
 }
 
 /** Every FakeSource a session made, and a way to wait for the next one. */

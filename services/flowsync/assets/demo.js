@@ -349,6 +349,10 @@ var Emitter = class {
     set.add(listener);
     return () => set.delete(listener);
   }
+  /** Whether anyone listens to `type` (to skip building a value nobody reads). */
+  has(type) {
+    return (this.listeners[type]?.size ?? 0) > 0;
+  }
   emit(type, value) {
     for (const listener of this.listeners[type] ?? []) {
       try {
@@ -587,6 +591,10 @@ var FlowSession = class _FlowSession {
   people = /* @__PURE__ */ new Map();
   connection;
   chain = Promise.resolve();
+  /** Tasks queued on `chain` and not finished. */
+  queued = 0;
+  /** The canvas changed since the last `canvas` emission. */
+  canvasChanged = false;
   closedWhy;
   presenceState;
   started;
@@ -721,9 +729,21 @@ var FlowSession = class _FlowSession {
   }
   /** Runs `task` after every task queued before it: events take effect one at a time, in order. */
   serially(task) {
+    this.queued++;
     const run = this.chain.then(task);
-    this.chain = run.catch((e) => console.error("flowsync: session task failed", e));
+    this.chain = run.catch((e) => console.error("flowsync: session task failed", e)).finally(() => {
+      if (--this.queued === 0) this.announceCanvas();
+    });
     return run;
+  }
+  /**
+   * Emits `canvas` when it changed and nothing more is queued. Building the view costs one
+   * pass over the nodes: done once per burst, and only for listeners.
+   */
+  announceCanvas() {
+    if (!this.canvasChanged || this.closedWhy !== void 0 || !this.canvasCopy) return;
+    this.canvasChanged = false;
+    if (this.emitter.has("canvas")) this.emitter.emit("canvas", this.canvasCopy.state());
   }
   async post(ops) {
     for (const op of ops) this.pending.get(op.op_id).sends++;
@@ -813,7 +833,7 @@ var FlowSession = class _FlowSession {
       }
       this.started?.resolve();
       this.started = void 0;
-      this.emitter.emit("canvas", this.canvasCopy.state());
+      this.canvasChanged = true;
     } else if (!event.data.resumed) {
       await this.reloadNow();
       await this.loadExecutions(true);
@@ -845,7 +865,7 @@ var FlowSession = class _FlowSession {
       console.warn(`flowsync: ${e.message}; reloading`);
       return "mismatch";
     }
-    if (canvas.version !== before) this.emitter.emit("canvas", canvas.state());
+    if (canvas.version !== before) this.canvasChanged = true;
     return "applied";
   }
   /** Applies every buffered event that now fits. */
@@ -876,7 +896,7 @@ var FlowSession = class _FlowSession {
           canvas.apply(entry.version, entry.changes);
         }
         if (canvas.version === before) break;
-        this.emitter.emit("canvas", canvas.state());
+        this.canvasChanged = true;
       }
     } catch (e) {
       if (!(e instanceof CanvasMismatch) && !(e instanceof HttpError)) throw e;
@@ -897,7 +917,7 @@ var FlowSession = class _FlowSession {
     if (this.canvasCopy && fresh.version < this.canvasCopy.version) return;
     this.canvasCopy = fresh;
     for (const [prev, sync] of this.early) if (sync.version <= fresh.version) this.early.delete(prev);
-    this.emitter.emit("canvas", fresh.state());
+    this.canvasChanged = true;
     await this.drain();
   }
   // ---- executions ----
