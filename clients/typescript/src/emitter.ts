@@ -1,6 +1,14 @@
+/** Where the SDK reports what it recovered from (a reload, a failed presence update). */
+export interface Logger {
+  warn(message: string, ...details: unknown[]): void;
+  error(message: string, ...details: unknown[]): void;
+}
+
 /** A minimal typed event emitter: `on` returns the function that unsubscribes. */
 export class Emitter<Events extends Record<string, unknown>> {
   private readonly listeners: { [K in keyof Events]?: Set<(value: Events[K]) => void> } = {};
+
+  constructor(private readonly log: Logger = console) {}
 
   on<K extends keyof Events>(type: K, listener: (value: Events[K]) => void): () => void {
     const set = (this.listeners[type] ??= new Set());
@@ -19,7 +27,7 @@ export class Emitter<Events extends Record<string, unknown>> {
         listener(value);
       } catch (e) {
         // One listener's bug must not stop the session or the other listeners.
-        console.error("flowsync: a listener threw", e);
+        this.log.error("flowsync: a listener threw", e);
       }
     }
   }

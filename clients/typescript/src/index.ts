@@ -1,5 +1,6 @@
 // @flowsync/client: the browser and Node SDK of flowsync (DESIGN §3).
 export { Canvas, CanvasMismatch, parsePointer, type CanvasState } from "./canvas.js";
+export type { Logger } from "./emitter.js";
 export { ClosedError, ConflictError, HttpError, OpTimeoutError } from "./errors.js";
 export { FlowsyncClient, type ClientOptions, type EventsUrlOptions, type TokenSource } from "./http.js";
 export {

@@ -2,7 +2,7 @@
 // logs and presence. Mirrors the Rust client's FlowSession (docs/decisions.md "Client").
 
 import { Canvas, CanvasMismatch, type CanvasState } from "./canvas.js";
-import { Emitter } from "./emitter.js";
+import { Emitter, type Logger } from "./emitter.js";
 import { ClosedError, ConflictError, HttpError, OpTimeoutError } from "./errors.js";
 import type { FlowsyncClient } from "./http.js";
 import type {
@@ -36,6 +36,8 @@ export interface SessionOptions extends StreamOptions {
   presenceThrottleMs?: number;
   /** Gives up opening (the stream keeps trying while the server is unreachable). */
   signal?: AbortSignal;
+  /** Where recoveries (reloads, failed presence updates) are reported; default `console`. */
+  logger?: Logger;
 }
 
 /** An op's result when it applied. */
@@ -137,8 +139,9 @@ function randomHex(bytes: number): string {
  * promise by op id.
  */
 export class FlowSession {
-  private readonly emitter = new Emitter<SessionEvents>();
-  private readonly options: Required<Omit<SessionOptions, keyof StreamOptions | "signal">>;
+  private readonly emitter: Emitter<SessionEvents>;
+  private readonly log: Logger;
+  private readonly options: Required<Omit<SessionOptions, keyof StreamOptions | "signal" | "logger">>;
   private canvasCopy: Canvas | undefined;
   private readonly pending = new Map<string, PendingOp>();
   /** `SYNC_CANVAS` events that came before their predecessor, by `prev_version`. */
@@ -164,6 +167,8 @@ export class FlowSession {
     options: SessionOptions,
     ready: { resolve(): void; reject(e: Error): void },
   ) {
+    this.log = options.logger ?? console;
+    this.emitter = new Emitter(this.log);
     this.options = {
       clientId: options.clientId ?? `ts-${randomHex(6)}`,
       opTimeoutMs: options.opTimeoutMs ?? 10_000,
@@ -297,7 +302,7 @@ export class FlowSession {
       p.last = Date.now();
       if (this.connection === undefined || this.closedWhy !== undefined) return;
       this.client.setPresence(this.flowId, this.connection, p.value).catch((e: unknown) => {
-        console.warn("flowsync: presence update failed", e);
+        this.log.warn("flowsync: presence update failed", e);
       });
     }, wait);
   }
@@ -335,7 +340,7 @@ export class FlowSession {
     this.queued++;
     const run = this.chain.then(task);
     this.chain = run
-      .catch((e: unknown) => console.error("flowsync: session task failed", e))
+      .catch((e: unknown) => this.log.error("flowsync: session task failed", e))
       .finally(() => {
         if (--this.queued === 0) this.announceCanvas();
       });
@@ -479,7 +484,7 @@ export class FlowSession {
       for (const op of sync.ops) canvas.apply(op.version, op.changes);
     } catch (e) {
       if (!(e instanceof CanvasMismatch)) throw e;
-      console.warn(`flowsync: ${e.message}; reloading`);
+      this.log.warn(`flowsync: ${e.message}; reloading`);
       return "mismatch";
     }
     if (canvas.version !== before) this.canvasChanged = true;
@@ -519,7 +524,7 @@ export class FlowSession {
       }
     } catch (e) {
       if (!(e instanceof CanvasMismatch) && !(e instanceof HttpError)) throw e;
-      console.warn("flowsync: filling a gap from history failed", e);
+      this.log.warn("flowsync: filling a gap from history failed", e);
     }
     if (canvas.version < want) await this.reloadNow();
     await this.drain();
@@ -531,7 +536,7 @@ export class FlowSession {
       fresh = Canvas.fromFlow(await this.client.flow(this.flowId));
     } catch (e) {
       if (e instanceof HttpError && e.status === 404) return this.close("the flow was deleted", e);
-      console.warn("flowsync: reload failed", e);
+      this.log.warn("flowsync: reload failed", e);
       return;
     }
     if (this.canvasCopy && fresh.version < this.canvasCopy.version) return;
@@ -552,7 +557,7 @@ export class FlowSession {
     try {
       list = await this.client.executions(this.flowId);
     } catch (e) {
-      console.warn("flowsync: loading executions failed", e);
+      this.log.warn("flowsync: loading executions failed", e);
       return;
     }
     for (const run of list.slice(0, 20).reverse()) {
@@ -612,7 +617,7 @@ export class FlowSession {
       const run = await this.client.execution(this.flowId, id);
       await this.serially(() => this.putRun(fromServer(run, this.runs.get(id), true)));
     } catch (e) {
-      console.warn("flowsync: reading an execution failed", e);
+      this.log.warn("flowsync: reading an execution failed", e);
     }
   }
 
@@ -623,7 +628,7 @@ export class FlowSession {
     try {
       list = await this.client.presence(this.flowId);
     } catch (e) {
-      console.warn("flowsync: loading presence failed", e);
+      this.log.warn("flowsync: loading presence failed", e);
       return;
     }
     const states = new Map([...this.people].map(([id, p]) => [id, p.state]));

@@ -11,10 +11,11 @@ async function open(options: { opTimeoutMs?: number; opAttempts?: number; gapWai
   const api = new FakeApi();
   const sources = new Sources();
   const client = new FlowsyncClient({ baseUrl: "http://fake", fetch: api.fetch, backoffMs: 1 });
-  const opening = FlowSession.open(client, "f", { EventSource: sources.ctor, clientId: "me", ...options });
+  const logger = { warned: [] as string[], warn: (m: string) => logger.warned.push(m), error: (m: string) => logger.warned.push(m) };
+  const opening = FlowSession.open(client, "f", { EventSource: sources.ctor, clientId: "me", logger, ...options });
   (await sources.nth(0)).ready();
   const session = await opening;
-  return { api, sources, session, es: sources.last };
+  return { api, sources, session, es: sources.last, logger };
 }
 
 test("subscribes first, then loads; events behind the loaded version are skipped", async () => {
@@ -135,11 +136,12 @@ test("RESYNC reloads and sends waiting ops again at once", async () => {
 });
 
 test("a change that does not fit reloads the canvas", async () => {
-  const { api, session, es } = await open();
+  const { api, session, es, logger } = await open();
   api.commit("o1", [nodeAt("n1", 1, 1)]);
   es.send("SYNC_CANVAS", { prev_version: 0, version: 1, client_id: "x", ops: [{ op_id: "o1", type: "text.append", version: 1, changes: [{ kind: "node.splice", id: "nope", path: "/t", at: 0, delete: 0, insert: "x", version: 1 }] }] }, 1);
   const state = await next(session, "canvas", (c) => c.version === 1);
   assert.deepEqual(state.nodes.map((n) => n.id), ["n1"], "the server's state");
+  assert.deepEqual(logger.warned, ["flowsync: splice of missing node nope; reloading"]);
   session.close();
 });
 

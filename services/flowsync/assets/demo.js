@@ -343,6 +343,10 @@ function retryAfterMs(e) {
 
 // src/emitter.ts
 var Emitter = class {
+  constructor(log = console) {
+    this.log = log;
+  }
+  log;
   listeners = {};
   on(type, listener) {
     const set = this.listeners[type] ??= /* @__PURE__ */ new Set();
@@ -358,7 +362,7 @@ var Emitter = class {
       try {
         listener(value);
       } catch (e) {
-        console.error("flowsync: a listener threw", e);
+        this.log.error("flowsync: a listener threw", e);
       }
     }
   }
@@ -559,6 +563,8 @@ var FlowSession = class _FlowSession {
   constructor(client2, flowId2, options, ready) {
     this.client = client2;
     this.flowId = flowId2;
+    this.log = options.logger ?? console;
+    this.emitter = new Emitter(this.log);
     this.options = {
       clientId: options.clientId ?? `ts-${randomHex(6)}`,
       opTimeoutMs: options.opTimeoutMs ?? 1e4,
@@ -580,7 +586,8 @@ var FlowSession = class _FlowSession {
   }
   client;
   flowId;
-  emitter = new Emitter();
+  emitter;
+  log;
   options;
   canvasCopy;
   pending = /* @__PURE__ */ new Map();
@@ -698,7 +705,7 @@ var FlowSession = class _FlowSession {
       p.last = Date.now();
       if (this.connection === void 0 || this.closedWhy !== void 0) return;
       this.client.setPresence(this.flowId, this.connection, p.value).catch((e) => {
-        console.warn("flowsync: presence update failed", e);
+        this.log.warn("flowsync: presence update failed", e);
       });
     }, wait);
   }
@@ -731,7 +738,7 @@ var FlowSession = class _FlowSession {
   serially(task) {
     this.queued++;
     const run = this.chain.then(task);
-    this.chain = run.catch((e) => console.error("flowsync: session task failed", e)).finally(() => {
+    this.chain = run.catch((e) => this.log.error("flowsync: session task failed", e)).finally(() => {
       if (--this.queued === 0) this.announceCanvas();
     });
     return run;
@@ -862,7 +869,7 @@ var FlowSession = class _FlowSession {
       for (const op of sync.ops) canvas.apply(op.version, op.changes);
     } catch (e) {
       if (!(e instanceof CanvasMismatch)) throw e;
-      console.warn(`flowsync: ${e.message}; reloading`);
+      this.log.warn(`flowsync: ${e.message}; reloading`);
       return "mismatch";
     }
     if (canvas.version !== before) this.canvasChanged = true;
@@ -900,7 +907,7 @@ var FlowSession = class _FlowSession {
       }
     } catch (e) {
       if (!(e instanceof CanvasMismatch) && !(e instanceof HttpError)) throw e;
-      console.warn("flowsync: filling a gap from history failed", e);
+      this.log.warn("flowsync: filling a gap from history failed", e);
     }
     if (canvas.version < want) await this.reloadNow();
     await this.drain();
@@ -911,7 +918,7 @@ var FlowSession = class _FlowSession {
       fresh = Canvas.fromFlow(await this.client.flow(this.flowId));
     } catch (e) {
       if (e instanceof HttpError && e.status === 404) return this.close("the flow was deleted", e);
-      console.warn("flowsync: reload failed", e);
+      this.log.warn("flowsync: reload failed", e);
       return;
     }
     if (this.canvasCopy && fresh.version < this.canvasCopy.version) return;
@@ -930,7 +937,7 @@ var FlowSession = class _FlowSession {
     try {
       list = await this.client.executions(this.flowId);
     } catch (e) {
-      console.warn("flowsync: loading executions failed", e);
+      this.log.warn("flowsync: loading executions failed", e);
       return;
     }
     for (const run of list.slice(0, 20).reverse()) {
@@ -983,7 +990,7 @@ var FlowSession = class _FlowSession {
       const run = await this.client.execution(this.flowId, id);
       await this.serially(() => this.putRun(fromServer(run, this.runs.get(id), true)));
     } catch (e) {
-      console.warn("flowsync: reading an execution failed", e);
+      this.log.warn("flowsync: reading an execution failed", e);
     }
   }
   // ---- presence ----
@@ -992,7 +999,7 @@ var FlowSession = class _FlowSession {
     try {
       list = await this.client.presence(this.flowId);
     } catch (e) {
-      console.warn("flowsync: loading presence failed", e);
+      this.log.warn("flowsync: loading presence failed", e);
       return;
     }
     const states = new Map([...this.people].map(([id, p]) => [id, p.state]));
