@@ -88,14 +88,13 @@ async function version(page: Page): Promise<number> {
 try {
   const flowId = "e2e";
   await api.createFlow({ id: flowId, name: "End to end" });
-  const client = new FlowsyncClient({ baseUrl: system.url });
   const seed = [
     { type: "node.add", op_id: "s1", node: { id: "ask", type: "template", position: { x: 40, y: 60 }, data: { template: "Say something" } } },
     { type: "node.add", op_id: "s2", node: { id: "model", type: "llm", position: { x: 300, y: 60 }, data: { prompt: "{{ask}}" } } },
     { type: "node.add", op_id: "s3", node: { id: "note", type: "note", position: { x: 160, y: 220 }, data: { text: "Drag me" } } },
     { type: "edge.add", op_id: "s4", edge: { id: "e1", source: "ask", target: "model" } },
   ] as const;
-  await client.postOps(flowId, "seed", seed);
+  await api.postOps(flowId, "seed", seed);
   await flowAt(flowId, 4);
 
   // Two people: two browser contexts, each its own visible window.

@@ -65,14 +65,24 @@ test("the browser's own reconnect is let through once, then the stream reconnect
   s.close();
 });
 
-test("a silent stream is dropped and resumed; heartbeats keep it", async () => {
+test("a silent stream is dropped and resumed; heartbeats keep it", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
   const { s, sources } = stream({ idleTimeoutMs: 30 });
   const first = await sources.nth(0);
   first.ready(5);
-  const beats = setInterval(() => first.send("PING", {}), 5);
-  // While pings come, nothing reconnects; the watchdog fires once they stop.
-  await new Promise((r) => setTimeout(r, 100)).finally(() => clearInterval(beats));
+  // Let what the timers started (an async reconnect) run before looking.
+  const settle = () => new Promise((r) => setImmediate(r));
+  for (let i = 0; i < 10; i++) {
+    t.mock.timers.tick(29);
+    await settle();
+    first.send("PING", {});
+  }
+  t.mock.timers.tick(2);
+  await settle();
   assert.equal(sources.all.length, 1, "pings reset the watchdog");
+  t.mock.timers.tick(30); // silence: dropped, resumed after the (≤ 2 ms) backoff
+  t.mock.timers.tick(2);
+  await settle();
   const second = await sources.nth(1);
   assert.ok(first.closed);
   assert.equal(query(second.url).get("last_event_id"), "ep-5");

@@ -1,13 +1,14 @@
 //! The demo page at `/`: a canvas built on the TypeScript SDK (`clients/typescript/demo`).
-//! The files are built there (`npm run build:demo`) and committed under `assets/`, so the
-//! binary needs no Node; the TypeScript tests check they match their sources.
+//! The page and its style are embedded from there; the script is bundled there (`npm run
+//! build:demo`) and committed under `assets/`, so the binary needs no Node — the
+//! TypeScript tests check the bundle matches its sources.
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
 
-const INDEX: &str = include_str!("../assets/index.html");
+const INDEX: &str = include_str!("../../../clients/typescript/demo/index.html");
 const SCRIPT: &str = include_str!("../assets/demo.js");
-const STYLE: &str = include_str!("../assets/demo.css");
+const STYLE: &str = include_str!("../../../clients/typescript/demo/demo.css");
 
 /// Same-origin scripts, styles and connections only: the page talks to this server alone.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
