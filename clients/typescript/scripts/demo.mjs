@@ -1,5 +1,5 @@
 // Bundles the demo page's script (demo/main.ts and the SDK) into
-// services/flowsync/assets/demo.js, committed so `cargo run` needs no Node (the binary embeds
+// services/api/assets/demo.js, committed so `cargo run` needs no Node (the binary embeds
 // demo/index.html and demo/demo.css from here as they are). `--check` fails when the
 // committed bundle is not what the sources build to.
 import { readFile, writeFile, mkdir } from "node:fs/promises";
@@ -10,7 +10,7 @@ import { build } from "esbuild";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..");
-const assets = join(root, "../../services/flowsync/assets");
+const assets = join(root, "../../services/api/assets");
 const check = process.argv.includes("--check");
 
 const bundle = await build({
@@ -26,7 +26,7 @@ const text = bundle.outputFiles[0].text;
 const path = join(assets, "demo.js");
 const current = await readFile(path, "utf8").catch(() => undefined);
 if (current !== text && check) {
-  console.error("services/flowsync/assets/demo.js differs from what the demo sources build to:");
+  console.error("services/api/assets/demo.js differs from what the demo sources build to:");
   console.error("run `npm run build:demo` in clients/typescript and commit the result");
   process.exit(1);
 }

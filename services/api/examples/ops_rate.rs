@@ -15,8 +15,10 @@
 
 use std::time::Instant;
 
-use flowsync_api::config::{ApiConfig, BusBackend, StoreBackend};
 use flowsync_api::startup::Application;
+use flowsync_bus::BusBackend;
+use flowsync_config::{Program, Settings};
+use flowsync_store::StoreBackend;
 use flowsync_store::mongo::MongoConfig;
 use serde_json::json;
 
@@ -24,9 +26,9 @@ use serde_json::json;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = tempfile::tempdir()?;
-    let mut config = ApiConfig {
+    let mut config = Settings {
         listen: "127.0.0.1:0".into(),
-        ..ApiConfig::default()
+        ..Settings::defaults(Program::Api)
     };
     config.http.rate_per_second = 0;
     let rest = if args.first().map(String::as_str) == Some("embedded") {
@@ -49,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let clients: usize = rest.first().and_then(|a| a.parse().ok()).unwrap_or(16);
     let per_client: usize = rest.get(1).and_then(|a| a.parse().ok()).unwrap_or(500);
     let flows: usize = rest.get(2).and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
-    let app = Application::build(config).await?;
+    let app = Application::build(&config).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
 

@@ -4,17 +4,19 @@
 //! every client, the sender too, as `SYNC_CANVAS` or `CONFLICT` over SSE.
 //!
 //! # Layout
-//! - [`config`]: settings from defaults, a file and `FLOWSYNC_*` variables.
+//! - [`config`]: the API's sections of the settings model.
 //! - [`startup`]: `Application::build` binds, `run_until_stopped` serves.
 //! - [`routes`]: the handlers; [`announce`] turns a commit's outcome into events.
 //! - [`caller`]: the token check every flow route goes through.
 //! - [`error`]: route errors with their status and stable code.
 //! - [`limits`]: per-subject rate limits; [`metrics`]: Prometheus metrics.
 //! - [`openapi`]: `/openapi.json`, generated from the route table and the wire types.
+//! - `demo`: the demo page at `/`.
 
 pub mod announce;
 pub mod caller;
 pub mod config;
+mod demo;
 pub mod error;
 pub mod limits;
 pub mod metrics;

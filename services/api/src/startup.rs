@@ -13,6 +13,7 @@ use flowsync_bus::Bus;
 use flowsync_bus::jobs::JobQueue;
 use flowsync_bus::presence::PresenceSet;
 pub use flowsync_config::Backends;
+use flowsync_config::Settings;
 use flowsync_store::Store;
 use tracing::Instrument;
 
@@ -42,19 +43,6 @@ pub struct AppState {
     pub presence_limiter: Limiter,
     /// Prometheus metrics.
     pub metrics: Metrics,
-}
-
-/// Opens the configured store, bus and presence set.
-pub async fn open_backends(config: &ApiConfig) -> anyhow::Result<Backends> {
-    Backends::open(
-        &config.store,
-        &config.write_path,
-        &config.bus,
-        &config.bus_tuning,
-        &config.presence,
-        &config.jobs,
-    )
-    .await
 }
 
 /// CORS for the configured browser origins only (none: no CORS headers at all).
@@ -89,10 +77,10 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Opens the backends and binds the listener.
-    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
-        let backends = open_backends(&config).await?;
-        Self::with_backends(&config, backends)
+    /// Opens the backends `settings` name and binds the listener.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let backends = Backends::open(settings).await?;
+        Self::with_backends(&ApiConfig::from_settings(settings), backends)
     }
 
     /// Binds the listener over backends opened by the caller (tests).

@@ -3,11 +3,9 @@
 //! The flow runner runs in the same process, on an in-process job queue.
 //!
 //! # Layout
-//! - [`config`]: the one binary's settings (a file, `FLOWSYNC_*` variables, flags).
+//! - [`config`]: the command line; the settings are the model every program shares.
 //! - this module: [`System::build`] opens the backends once, mounts the event streams into
 //!   the API's HTTP server, and refuses to run without auth beyond loopback.
-
-use std::path::PathBuf;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use flowsync_api::config::ApiConfig;
@@ -23,9 +21,8 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 pub mod config;
-mod demo;
 
-pub use config::SystemConfig;
+pub use flowsync_config::Settings;
 
 /// The whole system, bound and ready to serve.
 #[derive(Debug)]
@@ -37,56 +34,37 @@ pub struct System {
 
 impl System {
     /// Opens the store under the data directory and the in-process bus, and binds.
-    pub async fn build(config: SystemConfig) -> anyhow::Result<Self> {
-        flowsync_config::check_exposure(&config.listen, &config.auth)?;
-        let store = StoreBackend::Sqlite {
-            path: config.data_dir.join("flowsync.db"),
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        flowsync_config::check_exposure(&settings.listen, &settings.auth)?;
+        let settings = Settings {
+            store: StoreBackend::Sqlite {
+                path: settings.data_dir.join("flowsync.db"),
+            },
+            bus: BusBackend::Memory,
+            ..settings
         };
-        let backends = Backends::open(
-            &store,
-            &config.write_path,
-            &BusBackend::Memory,
-            &config.bus_tuning,
-            &config.presence,
-            &config.jobs,
-        )
-        .await?;
+        let backends = Backends::open(&settings).await?;
         requeue_unfinished(&backends).await?;
         let streams = Streams::new(
-            &GatewayConfig {
-                auth: config.auth.clone(),
-                sse: config.sse.clone(),
-                presence: config.presence.clone(),
-                ..GatewayConfig::default()
-            },
-            backends.clone(),
+            &GatewayConfig::from_settings(&settings),
+            backends.clone().into(),
         )?;
-        let api = ApiConfig {
-            listen: config.listen.clone(),
-            store,
-            bus: BusBackend::Memory,
-            write_path: config.write_path.clone(),
-            bus_tuning: config.bus_tuning.clone(),
-            presence: config.presence.clone(),
-            auth: config.auth.clone(),
-            http: config.http.clone(),
-            jobs: config.jobs.clone(),
-        };
         let runner = Runner::new(
             backends.store.clone(),
             backends.bus.clone(),
             backends.jobs.clone(),
-            config.runner.clone(),
+            settings.runner.clone(),
         );
         let streams = web::Data::new(streams);
-        let app = Application::with_routes(&api, backends.clone(), move |cfg| {
-            // Every method: the gateway answers those it does not serve (405).
-            cfg.app_data(streams.clone())
-                .route("/v1/flows/{flow_id}/events", web::route().to(events))
-                .route("/", web::get().to(demo::index))
-                .route("/demo.js", web::get().to(demo::script))
-                .route("/demo.css", web::get().to(demo::style));
-        })?;
+        let app = Application::with_routes(
+            &ApiConfig::from_settings(&settings),
+            backends.clone(),
+            move |cfg| {
+                // Every method: the gateway answers those it does not serve (405).
+                cfg.app_data(streams.clone())
+                    .route("/v1/flows/{flow_id}/events", web::route().to(events));
+            },
+        )?;
         Ok(Self {
             app,
             runner,
@@ -139,11 +117,6 @@ async fn requeue_unfinished(backends: &Backends) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The data directory's default.
-pub fn default_data_dir() -> PathBuf {
-    PathBuf::from("./data")
 }
 
 /// `GET /v1/flows/{id}/events`: the gateway answers into a pipe; its response head becomes

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
-use flowsync::{System, SystemConfig};
+use flowsync::{Settings, System};
 use flowsync_bus::Item;
 use flowsync_protocol::{
     EventBody, Execution, ExecutionId, ExecutionStatus, FlowId, NodeId, NodeRun, NodeStatus,
@@ -50,10 +50,10 @@ async fn next(events: &mut Events, kind: &str) -> (String, Value) {
 async fn a_browser_session_against_the_one_binary() {
     let dir = tempfile::tempdir().unwrap();
     let llm = flowsync_testkit::ChatStub::start(["Plan", ": ", "ship"]);
-    let mut config = SystemConfig {
+    let mut config = Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
-        ..SystemConfig::default()
+        ..Settings::default()
     };
     config.runner.llm.base_url = llm.url.clone();
     let system = System::build(config).await.unwrap();
@@ -171,10 +171,10 @@ async fn a_browser_session_against_the_one_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_acknowledged_ops_and_finishes_unfinished_executions() {
     let dir = tempfile::tempdir().unwrap();
-    let config = || SystemConfig {
+    let config = || Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
-        ..SystemConfig::default()
+        ..Settings::default()
     };
     let first = System::build(config()).await.unwrap();
     let base = format!("http://127.0.0.1:{}", first.port());
@@ -271,10 +271,10 @@ async fn a_restart_keeps_acknowledged_ops_and_finishes_unfinished_executions() {
 #[tokio::test]
 async fn refuses_to_run_without_auth_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
-    let err = System::build(SystemConfig {
+    let err = System::build(Settings {
         listen: "0.0.0.0:0".into(),
         data_dir: dir.path().to_owned(),
-        ..SystemConfig::default()
+        ..Settings::default()
     })
     .await
     .unwrap_err();
@@ -284,10 +284,10 @@ async fn refuses_to_run_without_auth_beyond_loopback() {
 #[tokio::test]
 async fn serves_the_demo_page_same_origin_only() {
     let dir = tempfile::tempdir().unwrap();
-    let system = System::build(SystemConfig {
+    let system = System::build(Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
-        ..SystemConfig::default()
+        ..Settings::default()
     })
     .await
     .unwrap();

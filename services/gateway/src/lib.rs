@@ -8,7 +8,7 @@
 //! no longer covers it). Streams run on the raw socket once the request head is parsed.
 //!
 //! # Layout
-//! - [`config`]: settings (`FLOWSYNC_*`, like the API's).
+//! - [`config`]: the gateway's sections of the settings model.
 //! - [`server`]: the process: accept, route, authenticate, limit, drain on SIGTERM.
 //! - [`http`]: the request head and short answers.
 //! - [`stream`]: one stream: `READY`, replay, live frames, slow-client policy.

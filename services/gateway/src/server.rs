@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use flowsync_auth::{AuthError, Authenticator, Principal, Scope};
 use flowsync_bus::Bus;
-use flowsync_bus::presence::PresenceEntry;
-pub use flowsync_config::Backends;
+use flowsync_bus::presence::{PresenceEntry, PresenceSet};
+use flowsync_config::Settings;
 use flowsync_protocol::{ActorId, ConnectionId, FlowId};
 use flowsync_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -23,6 +23,39 @@ use crate::http::{Head, HeadError, Reply, read_head};
 use crate::hub::{HubConfig, Hubs, JoinError};
 use crate::metrics::Metrics;
 use crate::stream::{self, End};
+
+/// What the gateway serves from: no job queue.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Read once per flow, for `READY`'s version and `404`s.
+    pub store: Store,
+    /// Where events come from.
+    pub bus: Arc<dyn Bus>,
+    /// Where the streams are listed.
+    pub presence: Arc<dyn PresenceSet>,
+}
+
+impl Backends {
+    /// Opens the store, bus and presence set `settings` name.
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: settings.open_store().await?,
+            bus: settings.open_bus()?,
+            presence: settings.open_presence().await?,
+        })
+    }
+}
+
+/// A process that runs the API too shares the API's backends.
+impl From<flowsync_config::Backends> for Backends {
+    fn from(all: flowsync_config::Backends) -> Self {
+        Self {
+            store: all.store,
+            bus: all.bus,
+            presence: all.presence,
+        }
+    }
+}
 
 /// What every connection of the process shares.
 #[derive(Debug)]
@@ -56,7 +89,6 @@ impl Shared {
             store,
             bus,
             presence,
-            jobs: _,
         } = backends;
         let metrics = Metrics::new();
         let hubs = Hubs::new(
@@ -129,18 +161,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens the configured store, bus and presence set, and binds the listener.
-    pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
-        let backends = Backends::open(
-            &config.store,
-            &config.write_path,
-            &config.bus,
-            &config.bus_tuning,
-            &config.presence,
-            &Default::default(),
-        )
-        .await?;
-        Self::with_backends(&config, backends).await
+    /// Opens the store, bus and presence set `settings` name, and binds the listener.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let backends = Backends::open(settings).await?;
+        Self::with_backends(&GatewayConfig::from_settings(settings), backends).await
     }
 
     /// Binds the listener over backends opened by the caller (tests, the one binary).
@@ -169,7 +193,7 @@ impl Gateway {
 
     /// Serves until SIGINT or SIGTERM, then drains.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run(shutdown_signal()).await
+        self.run(flowsync_telemetry::shutdown_signal()).await
     }
 
     /// Serves until `stop` resolves; then stops accepting, closes the streams spread over
@@ -217,28 +241,6 @@ impl Gateway {
             () = waves => tracing::warn!("streams still open after the drain time; exiting anyway"),
         }
         Ok(())
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 
@@ -575,16 +577,12 @@ mod stream_task_size {
                 listen: "127.0.0.1:0".into(),
                 ..Default::default()
             };
-            let (bus, presence) = config
-                .bus
-                .open(&config.bus_tuning, &config.presence)
-                .await
-                .unwrap();
             let backends = super::Backends {
                 store,
-                bus,
-                presence,
-                jobs: std::sync::Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
+                bus: std::sync::Arc::new(flowsync_bus::memory::MemoryBus::new(Default::default())),
+                presence: std::sync::Arc::new(flowsync_bus::presence::MemoryPresence::new(
+                    &config.presence,
+                )),
             };
             let g = super::Gateway::with_backends(&config, backends)
                 .await

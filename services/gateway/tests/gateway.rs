@@ -111,13 +111,12 @@ impl World {
                 hs256_secret: Some(Secret::new(SECRET)),
                 ..AuthConfig::default()
             },
-            bus_tuning: self.bus_config.clone(),
             ..GatewayConfig::default()
         };
         adjust(&mut config);
-        let bus = Arc::new(RedisBus::connect(&self.url, config.bus_tuning.clone()).unwrap());
+        let bus = Arc::new(RedisBus::connect(&self.url, self.bus_config.clone()).unwrap());
         let presence = Arc::new(
-            RedisPresence::connect(&self.url, &config.bus_tuning.namespace, &config.presence)
+            RedisPresence::connect(&self.url, &self.bus_config.namespace, &config.presence)
                 .await
                 .unwrap(),
         );
@@ -125,7 +124,6 @@ impl World {
             store: self.store.clone(),
             bus,
             presence,
-            jobs: Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
         };
         let gateway = Gateway::with_backends(&config, backends).await.unwrap();
         let (port, metrics) = (gateway.port(), gateway.metrics());
@@ -861,7 +859,6 @@ async fn auth_off_is_refused_beyond_loopback() {
         store: world.store.clone(),
         bus: world.publisher.clone(),
         presence: Arc::new(world.presence().await),
-        jobs: Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
     };
     let config = GatewayConfig {
         listen: "0.0.0.0:0".into(),

@@ -47,7 +47,6 @@ async fn fan_out_continues_the_trace_of_the_event() {
         store,
         bus: Arc::new(bus.clone()),
         presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
-        jobs: Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
     };
     let gateway = Gateway::with_backends(&config, backends).await.unwrap();
     let port = gateway.port();

@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use flowsync_client::llm::chat_tokens;
 use flowsync_protocol::{Node, NodeId};
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::plan::render;
@@ -38,27 +37,7 @@ pub trait NodeKind: Send + Sync {
     async fn run(&self, input: NodeInput<'_>) -> Result<Value, String>;
 }
 
-/// Where the `llm` kind sends chat completions.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LlmConfig {
-    /// Base URL of an OpenAI-compatible API (`…/v1`); `/chat/completions` is appended.
-    pub base_url: String,
-    /// Bearer key (never logged).
-    pub api_key: Option<flowsync_auth::Secret>,
-    /// The model when a node names none.
-    pub model: String,
-}
-
-impl Default for LlmConfig {
-    fn default() -> Self {
-        Self {
-            base_url: "http://127.0.0.1:11434/v1".into(),
-            api_key: None,
-            model: "gpt-4o-mini".into(),
-        }
-    }
-}
+pub use flowsync_config::LlmConfig;
 
 /// The built-in kinds: `delay`, `template`, `http`, `llm`.
 pub fn builtins(llm: LlmConfig) -> HashMap<String, Arc<dyn NodeKind>> {
@@ -172,7 +151,10 @@ impl NodeKind for Llm {
             "model": text(data, "model").unwrap_or_else(|| self.config.model.clone()),
             "messages": messages,
         });
-        let key = self.config.api_key.as_ref().map(|k| k.expose());
+        // An empty key (a Secret left blank) is no key.
+        let key = (self.config.api_key.as_ref())
+            .map(|k| k.expose())
+            .filter(|k| !k.is_empty());
         let mut tokens = chat_tokens(&self.http, &self.config.base_url, key, body)
             .await
             .map_err(|e| e.to_string())?;

@@ -13,50 +13,15 @@ use flowsync_protocol::{
     ExecutionUpdate, Flow, FlowId, LogStream, Node, NodeId, NodeStatus,
 };
 use flowsync_store::{NodeRunUpdate, Store, StoreError};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::kinds::{LlmConfig, LogSink, NodeInput, NodeKind, builtins};
+pub use flowsync_config::RunnerConfig;
+
+use crate::health::Health;
+use crate::kinds::{LogSink, NodeInput, NodeKind, builtins};
 use crate::plan::Plan;
-
-/// Runner settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RunnerConfig {
-    /// Nodes of one execution running at once.
-    pub max_parallel: usize,
-    /// How long one `take` waits for a job.
-    #[serde(with = "secs")]
-    pub poll: Duration,
-    /// How often a running job is touched (well within the queue's idle timeout).
-    #[serde(with = "secs")]
-    pub touch_every: Duration,
-    /// Where `llm` nodes send chat completions.
-    pub llm: LlmConfig,
-}
-
-impl Default for RunnerConfig {
-    fn default() -> Self {
-        Self {
-            max_parallel: 8,
-            poll: Duration::from_secs(5),
-            touch_every: Duration::from_secs(5),
-            llm: LlmConfig::default(),
-        }
-    }
-}
-
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        f64::deserialize(d).map(Duration::from_secs_f64)
-    }
-}
 
 /// What a runner fails on: its backends (the job stays unacknowledged and is retried).
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +53,7 @@ pub struct Runner {
     jobs: Arc<dyn JobQueue>,
     kinds: Arc<HashMap<String, Arc<dyn NodeKind>>>,
     config: RunnerConfig,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -116,6 +82,7 @@ impl Runner {
         Self {
             id: format!("runner-{}", uuid::Uuid::new_v4().simple()),
             kinds: Arc::new(builtins(config.llm.clone())),
+            health: Arc::new(Health::new(config.poll.max(config.touch_every))),
             store,
             bus,
             jobs,
@@ -123,17 +90,40 @@ impl Runner {
         }
     }
 
-    /// Runs jobs until `stop` resolves (a job in progress is finished first).
+    /// Whether its loop turns and its last step succeeded (for the probes).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The store it runs executions from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The bus it publishes on.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    /// Runs jobs until `stop` resolves: it stops waiting for a job at once, and finishes
+    /// the job it runs first (a rollout does not hand it to another runner half done).
     pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
-            tokio::select! {
+            let taken = tokio::select! {
                 biased;
                 () = &mut stop => return,
-                r = self.try_execute_next() => if let Err(e) = r {
-                    tracing::warn!(error = %e, "job failed; it will be retried");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                },
+                taken = self.take() => taken,
+            };
+            let result = match taken {
+                Ok(Some(job)) => self.run_job(job).await.map(drop),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            self.health.turned(result.is_ok());
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "job failed; it will be retried");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -141,15 +131,28 @@ impl Runner {
     /// Takes one job (waiting up to the poll time) and runs it to its end, keeping it
     /// claimed meanwhile; acknowledges it once its outcome is stored.
     pub async fn try_execute_next(&self) -> Result<Outcome, RunnerError> {
-        let Some(job) = self.jobs.take(&self.id, self.config.poll).await? else {
-            return Ok(Outcome::Idle);
-        };
+        match self.take().await? {
+            Some(job) => self.run_job(job).await,
+            None => Ok(Outcome::Idle),
+        }
+    }
+
+    /// The next job, waiting up to the poll time.
+    async fn take(&self) -> Result<Option<Job>, RunnerError> {
+        Ok(self.jobs.take(&self.id, self.config.poll).await?)
+    }
+
+    /// Runs a taken job to its end and acknowledges it.
+    async fn run_job(&self, job: Job) -> Result<Outcome, RunnerError> {
+        tracing::info!(runner = %self.id, flow = %job.flow, execution = %job.execution, "running an execution");
         // Touched while it runs, in this future: if the runner dies, the touching stops
         // with it and the job goes to another runner after the idle timeout.
         let keepalive = async {
             loop {
                 tokio::time::sleep(self.config.touch_every).await;
-                if let Err(e) = self.jobs.touch(&self.id, &job).await {
+                let touched = self.jobs.touch(&self.id, &job).await;
+                self.health.turned(touched.is_ok());
+                if let Err(e) = touched {
                     tracing::warn!(error = %e, "could not keep the job claimed");
                 }
             }

@@ -534,3 +534,38 @@ async fn an_external_worker_publishes_through_the_api() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_runner_finishes_the_execution_it_runs_then_takes_no_more() {
+    let world = World::new(Setup::Embedded, Duration::from_secs(30)).await;
+    world
+        .flow("stop", &[("wait", "delay", json!({"ms": 300}))], &[])
+        .await;
+    let mut sub = world.subscribe("stop").await;
+    let runner = world.runner(None);
+    assert!(runner.health().alive() && runner.health().step_ok());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let runner = runner.clone();
+        async move {
+            runner
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        }
+    });
+    let first = world.started("stop").await;
+    drain(&mut sub, |seen| seen.iter().any(|s| s == "wait:running")).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("the runner stops")
+        .unwrap();
+    // Asked to stop mid-node, it finished the execution before it returned…
+    assert_eq!(world.execution("stop", &first).await["status"], "succeeded");
+    // …and took nothing after: a second execution waits for another runner.
+    let second = world.started("stop").await;
+    assert_eq!(world.execution("stop", &second).await["status"], "queued");
+    assert!(runner.health().alive() && runner.health().step_ok());
+}

@@ -23,10 +23,17 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A secret string: never printed by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// A secret string: never printed by `Debug`, never written by `Serialize` (both give
+/// `[redacted]`).
+#[derive(Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
 
 impl Secret {
     /// Wraps a secret.
@@ -47,7 +54,9 @@ impl fmt::Debug for Secret {
 }
 
 /// How tokens are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// No tokens: every request is the local user. Only for the one binary on loopback.
@@ -62,7 +71,7 @@ pub enum AuthMode {
 }
 
 /// Auth settings (`FLOWSYNC_AUTH__…`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// How tokens are checked.

@@ -20,12 +20,13 @@ use tokio::time::Instant;
 use crate::BusError;
 
 /// Job queue settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobsConfig {
-    /// A taken job not touched for this long is given to another runner (its runner is
-    /// presumed dead). Runners touch their jobs well within it.
-    #[serde(with = "crate::secs")]
+    /// A taken job not touched for this long, in seconds, is given to another runner (its
+    /// runner is presumed dead). Runners touch their jobs well within it.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub idle_timeout: Duration,
 }
 

@@ -33,14 +33,15 @@ use flowsync_protocol::{Epoch, Event, EventId, FlowId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-/// Bus settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Bus settings: history, fan-out buffers and Redis connections.
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
     /// Events kept per flow for resume (at least; Redis trims approximately).
     pub history_len: usize,
-    /// A flow's history expires after this long without a publish.
-    #[serde(with = "secs")]
+    /// A flow's history expires after this long without a publish, in seconds.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub history_ttl: Duration,
     /// Events buffered per flow for local subscribers; a slower subscriber catches up from
     /// history. The ring is allocated whole for every subscribed flow (≈ 48 bytes a slot),
@@ -48,8 +49,8 @@ pub struct BusConfig {
     pub channel_capacity: usize,
     /// Prefix of every Redis key and channel (tests isolate themselves with it).
     pub namespace: String,
-    /// How long `subscribe` waits for Redis to confirm.
-    #[serde(with = "secs")]
+    /// How long `subscribe` waits for Redis to confirm, in seconds.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub subscribe_timeout: Duration,
     /// Multiplexed Redis connections for publish and history (each pipelines many tasks).
     pub pool_size: usize,
@@ -68,22 +69,8 @@ impl Default for BusConfig {
     }
 }
 
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        f64::deserialize(d).map(Duration::from_secs_f64)
-    }
-}
-
 /// Which bus a process uses (configuration).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum BusBackend {
     /// In process: only when API, gateway and runner share one process.
@@ -96,29 +83,32 @@ pub enum BusBackend {
     },
 }
 
+/// Each opener gives a new handle; in-process ones are new and empty, so a process that
+/// runs several services opens each once and shares it.
 impl BusBackend {
-    /// Opens the bus and the presence set it implies. In-process ones are new and empty:
-    /// a process that runs several services opens them once and shares them.
-    pub async fn open(
-        &self,
-        tuning: &BusConfig,
-        presence: &presence::PresenceConfig,
-    ) -> Result<(Arc<dyn Bus>, Arc<dyn presence::PresenceSet>), BusError> {
+    /// The bus itself: publish, subscribe, history.
+    pub fn bus(&self, tuning: &BusConfig) -> Result<Arc<dyn Bus>, BusError> {
         Ok(match self {
-            Self::Memory => (
-                Arc::new(memory::MemoryBus::new(tuning.clone())),
-                Arc::new(presence::MemoryPresence::new(presence)),
-            ),
-            Self::Redis { url } => (
-                Arc::new(redis::RedisBus::connect(url, tuning.clone())?),
-                Arc::new(presence::RedisPresence::connect(url, &tuning.namespace, presence).await?),
-            ),
+            Self::Memory => Arc::new(memory::MemoryBus::new(tuning.clone())),
+            Self::Redis { url } => Arc::new(redis::RedisBus::connect(url, tuning.clone())?),
         })
     }
-}
 
-impl BusBackend {
-    /// The execution job queue on this backend (in process: new and empty).
+    /// The presence set on this backend (`namespace`: the bus's key prefix).
+    pub async fn presence(
+        &self,
+        namespace: &str,
+        config: &presence::PresenceConfig,
+    ) -> Result<Arc<dyn presence::PresenceSet>, BusError> {
+        Ok(match self {
+            Self::Memory => Arc::new(presence::MemoryPresence::new(config)),
+            Self::Redis { url } => {
+                Arc::new(presence::RedisPresence::connect(url, namespace, config).await?)
+            }
+        })
+    }
+
+    /// The execution job queue on this backend (`namespace`: the bus's key prefix).
     pub fn jobs(
         &self,
         namespace: &str,

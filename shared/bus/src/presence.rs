@@ -19,14 +19,16 @@ use serde::{Deserialize, Serialize};
 use crate::BusError;
 
 /// Presence settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceConfig {
-    /// An entry not refreshed for this long is no longer listed (its gateway died).
-    #[serde(with = "crate::secs")]
+    /// An entry not refreshed for this long, in seconds, is no longer listed (its gateway
+    /// died).
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub ttl: Duration,
-    /// How often a gateway refreshes its connections (well below `ttl`).
-    #[serde(with = "crate::secs")]
+    /// How often a gateway refreshes its connections, in seconds (well below `ttl`).
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub refresh: Duration,
 }
 

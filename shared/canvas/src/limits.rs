@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Limits enforced when applying ops. Defaults are DESIGN §7's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Most nodes a flow may hold.

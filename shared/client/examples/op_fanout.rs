@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowsync::{System, SystemConfig};
+use flowsync::{Settings, System};
 use flowsync_client::{Client, ClientConfig};
 use flowsync_protocol::{ClientId, EventBody, FlowId, Op, OpsRequest};
 use hdrhistogram::Histogram;
@@ -29,10 +29,10 @@ async fn main() -> anyhow::Result<()> {
     let total = *args.get(2).unwrap_or(&2_000) as usize;
 
     let dir = tempfile::tempdir()?;
-    let mut config = SystemConfig {
+    let mut config = Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
-        ..SystemConfig::default()
+        ..Settings::default()
     };
     config.http.rate_per_second = 0;
     // Every stream here is the same (anonymous) subject.

@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowsync::{System, SystemConfig};
+use flowsync::{Settings, System};
 use flowsync_client::{Client, ClientConfig, FlowSession, SessionConfig, TextWriter};
 use flowsync_protocol::{Change, EventBody, FieldPath, FlowId, NodeId, Op};
 use hdrhistogram::Histogram;
@@ -35,10 +35,10 @@ async fn main() -> anyhow::Result<()> {
     let window = Duration::from_millis(*args.get(2).unwrap_or(&10));
 
     let dir = tempfile::tempdir()?;
-    let system = System::build(SystemConfig {
+    let system = System::build(Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
-        ..SystemConfig::default()
+        ..Settings::default()
     })
     .await?;
     let client = Client::new(ClientConfig::new(format!(

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use flowsync::{System, SystemConfig};
+use flowsync::{Settings, System};
 use flowsync_client::{Client, ClientConfig, FlowSession, OpExt, Outcome, SessionConfig};
 use flowsync_protocol::{ClientId, ConflictReason, FieldPath, FlowId, Op};
 use serde_json::{Value, json};
@@ -59,10 +59,10 @@ async fn an_agent_streams_into_a_node_while_people_edit_and_watch() {
     // A model producing ~4,000 tokens/s.
     let llm = flowsync_testkit::ChatStub::paced(tokens, Duration::from_micros(250));
     let dir = tempfile::tempdir().unwrap();
-    let system = System::build(SystemConfig {
+    let system = System::build(Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
-        ..SystemConfig::default()
+        ..Settings::default()
     })
     .await
     .unwrap();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flowsync::{System, SystemConfig};
+use flowsync::{Settings, System};
 use flowsync_client::{Client, ClientConfig, Error, FlowSession, OpExt, Outcome, SessionConfig};
 use flowsync_protocol::{
     Actor, ClientId, ConflictReason, EventBody, ExecutionStatus, FlowId, Op, OpsRequest,
@@ -21,10 +21,10 @@ struct Server {
 
 async fn server(llm: Option<String>) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = SystemConfig {
+    let mut config = Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
-        ..SystemConfig::default()
+        ..Settings::default()
     };
     if let Some(url) = llm {
         config.runner.llm.base_url = url;

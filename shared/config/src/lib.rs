@@ -1,93 +1,172 @@
-//! Settings shared by every flowsync process: [`load`] reads a service's settings in
-//! layers, and [`Backends::open`] opens the store, bus and presence set they name.
+//! The settings of every flowsync process: one model ([`Settings`], one type per section),
+//! one loader ([`Settings::load`]: defaults, then a TOML file, then `FLOWSYNC_*` variables,
+//! then flags) and the openers of the backends a service needs.
+//!
+//! Every program reads the whole model, so one file, one ConfigMap or one compose
+//! environment serves every service; each takes only the sections it uses
+//! ([`Program::sections`]). A key the model does not have is an error naming the variable
+//! (or the file's key) it came from, and so is a `FLOWSYNC_*` variable that is neither a
+//! setting nor one of the process's own [`SWITCHES`].
+//!
+//! # Layout
+//! - this module: [`Settings`] and [`Program`].
+//! - [`load`]: the loader, its errors and the switches.
+//! - [`sections`]: the sections that belong to one service (`http`, `sse`, `runner`).
+//! - [`backends`]: opening store, bus, presence set and job queue; the exposure check.
+//! - [`reference`]: the README's tables, generated from the model.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use anyhow::Context;
-use flowsync_auth::{AuthConfig, AuthMode};
-use flowsync_bus::jobs::{JobQueue, JobsConfig};
-use flowsync_bus::presence::{PresenceConfig, PresenceSet};
-use flowsync_bus::{Bus, BusBackend, BusConfig};
-use flowsync_store::{Store, StoreBackend, StoreConfig};
-use serde::de::DeserializeOwned;
+use flowsync_auth::AuthConfig;
+use flowsync_bus::jobs::JobsConfig;
+use flowsync_bus::presence::PresenceConfig;
+use flowsync_bus::{BusBackend, BusConfig};
+use flowsync_store::{StoreBackend, StoreConfig};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-/// Loads settings: `T`'s defaults, then the TOML file named by `FLOWSYNC_CONFIG`, then
-/// environment variables `FLOWSYNC_<SECTION>__<KEY>` (e.g. `FLOWSYNC_STORE__KIND=mongo`).
-pub fn load<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
-    // The backends' kinds default here too, so setting only `FLOWSYNC_STORE__PATH` (or
-    // `__URI` with `__KIND=mongo`) is enough.
-    let mut builder = config::Config::builder()
-        .set_default("store.kind", "sqlite")?
-        .set_default("bus.kind", "memory")?;
-    if let Ok(file) = std::env::var("FLOWSYNC_CONFIG") {
-        builder = builder.add_source(config::File::with_name(&file));
+pub mod backends;
+pub mod load;
+pub mod reference;
+pub mod sections;
+
+pub use backends::{Backends, check_exposure};
+pub use load::{SWITCHES, SettingsError, Switch};
+pub use sections::{HttpLimits, LlmConfig, RunnerConfig, SseConfig};
+
+/// Every setting of every flowsync program.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on, `host:port` (port 0 picks a free one): the API, the event
+    /// streams, or the runner's health endpoints. Without auth only a loopback address.
+    pub listen: String,
+    /// Directory of the one binary's embedded store (created when missing).
+    pub data_dir: PathBuf,
+    /// Where flows, their log and executions are stored: `sqlite` (a file) or `mongo`.
+    pub store: StoreBackend,
+    /// How events travel between processes: `memory` (one process) or `redis`.
+    pub bus: BusBackend,
+    /// How commits run and the canvas limits they enforce.
+    pub write_path: StoreConfig,
+    /// Bus history, fan-out buffers and Redis connections.
+    pub bus_tuning: BusConfig,
+    /// How long a stream stays listed as present.
+    pub presence: PresenceConfig,
+    /// The execution job queue.
+    pub jobs: JobsConfig,
+    /// How tokens are checked.
+    pub auth: AuthConfig,
+    /// Limits of API requests.
+    pub http: HttpLimits,
+    /// Event streams and their limits.
+    pub sse: SseConfig,
+    /// The flow runner.
+    pub runner: RunnerConfig,
+}
+
+/// The one binary's defaults: the product's default.
+impl Default for Settings {
+    fn default() -> Self {
+        Self::defaults(Program::OneBinary)
     }
-    builder
-        .add_source(
-            config::Environment::with_prefix("FLOWSYNC")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        )
-        .build()?
-        .try_deserialize()
 }
 
-/// Refuses to serve without auth beyond this machine (DESIGN §7): auth may be off only on a
-/// loopback address (local development, the one binary). `listen` is `host:port`.
-pub fn check_exposure(listen: &str, auth: &AuthConfig) -> anyhow::Result<()> {
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("listen address {listen:?}"))?;
-    if auth.mode == AuthMode::Off && !addr.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to listen on {addr} without auth: set FLOWSYNC_AUTH__MODE (DESIGN §7), or listen on 127.0.0.1"
-        );
+impl Settings {
+    /// The defaults of `program` (they differ only in `listen`).
+    pub fn defaults(program: Program) -> Self {
+        Self {
+            listen: program.default_listen().to_owned(),
+            data_dir: PathBuf::from("./data"),
+            store: StoreBackend::default(),
+            bus: BusBackend::default(),
+            write_path: StoreConfig::default(),
+            bus_tuning: BusConfig::default(),
+            presence: PresenceConfig::default(),
+            jobs: JobsConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpLimits::default(),
+            sse: SseConfig::default(),
+            runner: RunnerConfig::default(),
+        }
     }
-    Ok(())
 }
 
-/// What a service serves from. A process running several services opens them once and
-/// shares them (the in-process bus and presence set exist only in that process).
-#[derive(Debug, Clone)]
-pub struct Backends {
-    /// Flows, their log and executions.
-    pub store: Store,
-    /// Events between processes.
-    pub bus: Arc<dyn Bus>,
-    /// Who is connected to each flow.
-    pub presence: Arc<dyn PresenceSet>,
-    /// Execution jobs for the runners.
-    pub jobs: Arc<dyn JobQueue>,
+/// The programs that read settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `flowsync`: API, event streams and runner in one process.
+    OneBinary,
+    /// `flowsync-api`.
+    Api,
+    /// `flowsync-gateway`.
+    Gateway,
+    /// `flowsync-runner`.
+    Runner,
 }
 
-impl Backends {
-    /// Opens the configured store, bus and presence set.
-    pub async fn open(
-        store: &StoreBackend,
-        write_path: &StoreConfig,
-        bus: &BusBackend,
-        bus_tuning: &BusConfig,
-        presence: &PresenceConfig,
-        jobs: &JobsConfig,
-    ) -> anyhow::Result<Self> {
-        let store = store
-            .open(write_path.clone())
-            .await
-            .context("opening the store")?;
-        let bus_backend = bus;
-        let (bus, presence) = bus_backend
-            .open(bus_tuning, presence)
-            .await
-            .context("configuring the bus")?;
-        let jobs = bus_backend
-            .jobs(&bus_tuning.namespace, jobs)
-            .context("configuring the job queue")?;
-        Ok(Self {
-            store,
-            bus,
-            presence,
-            jobs,
-        })
+impl Program {
+    /// Every program.
+    pub const ALL: [Program; 4] = [Self::OneBinary, Self::Api, Self::Gateway, Self::Runner];
+
+    /// The binary's name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::OneBinary => "flowsync",
+            Self::Api => "flowsync-api",
+            Self::Gateway => "flowsync-gateway",
+            Self::Runner => "flowsync-runner",
+        }
+    }
+
+    /// Where it listens unless told otherwise.
+    pub fn default_listen(self) -> &'static str {
+        match self {
+            Self::OneBinary => "127.0.0.1:8080",
+            Self::Api => "127.0.0.1:8081",
+            Self::Gateway => "127.0.0.1:8082",
+            Self::Runner => "127.0.0.1:8083",
+        }
+    }
+
+    /// The sections (top-level keys of [`Settings`]) it reads; it accepts the others, so
+    /// one configuration serves every program. The one binary always runs on its embedded
+    /// store and in-process bus, under `data_dir`.
+    pub fn sections(self) -> &'static [&'static str] {
+        match self {
+            Self::OneBinary => &[
+                "listen",
+                "data_dir",
+                "write_path",
+                "bus_tuning",
+                "presence",
+                "jobs",
+                "auth",
+                "http",
+                "sse",
+                "runner",
+            ],
+            Self::Api => &[
+                "listen",
+                "store",
+                "bus",
+                "write_path",
+                "bus_tuning",
+                "presence",
+                "jobs",
+                "auth",
+                "http",
+            ],
+            Self::Gateway => &[
+                "listen",
+                "store",
+                "bus",
+                "bus_tuning",
+                "presence",
+                "auth",
+                "sse",
+            ],
+            Self::Runner => &["listen", "store", "bus", "bus_tuning", "jobs", "runner"],
+        }
     }
 }

@@ -33,14 +33,14 @@ use serde::{Deserialize, Serialize};
 pub use backend::{Append, Backend, NodeRunUpdate};
 pub use error::StoreError;
 
-/// Write-path settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Write-path settings: how commits run and the canvas limits they enforce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// A time-travel checkpoint is written each time a flow's version crosses a multiple of
     /// this; `?at=` replays at most this many log entries.
     pub snapshot_every: u64,
-    /// Commit attempts before giving up on a contended flow ([`StoreError::Contention`]).
+    /// Commit attempts before giving up on a contended flow (then `503`).
     pub max_commit_attempts: u32,
     /// How many of an actor's latest ops `undo`/`redo` can reach.
     pub undo_depth: usize,
@@ -127,7 +127,7 @@ pub struct Store {
 }
 
 /// Which database a process uses (configuration).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum StoreBackend {
     /// Embedded SQLite in a file: the one-binary default.

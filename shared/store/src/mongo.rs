@@ -26,7 +26,8 @@ use crate::backend::{Append, Backend, NodeRunUpdate};
 use crate::codec::{from_name, json, name, parse};
 
 /// How to reach MongoDB.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MongoConfig {
     /// Connection string.
@@ -36,8 +37,9 @@ pub struct MongoConfig {
     /// Acknowledge writes once a majority of the replica set has them (DESIGN §1.5);
     /// `false` acknowledges on the primary alone.
     pub majority: bool,
-    /// How long to look for a usable server before an operation fails as unavailable.
-    #[serde(with = "millis")]
+    /// How long to look for a usable server before an operation fails as unavailable, in
+    /// milliseconds.
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub server_selection_timeout: Duration,
 }
 
@@ -49,20 +51,6 @@ impl Default for MongoConfig {
             majority: true,
             server_selection_timeout: Duration::from_secs(5),
         }
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

@@ -167,3 +167,26 @@ pub fn continue_from(span: &tracing::Span, traceparent: &str) {
         let _ = span.set_parent(cx);
     }
 }
+
+/// Resolves when the process is asked to stop: SIGINT (Ctrl-C) or SIGTERM (`docker stop`,
+/// Kubernetes). Every binary's serving loop ends on it.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -51,9 +51,9 @@ fn spawn_guarded(program: &str, args: &[String]) -> Child {
 }
 
 /// [`spawn_guarded`], and for a product's process (`pid_file` given): an environment of
-/// only `envs` (plus `PATH`, `HOME`, `RUST_LOG`), since services refuse `FLOWSYNC_*`
-/// settings they do not know, and the server's pid written to `pid_file` (the child is
-/// the watchdog shell).
+/// only `envs` (plus `PATH`, `HOME`, `RUST_LOG`), so no setting of the test's own
+/// environment reaches it, and the server's pid written to `pid_file` (the child is the
+/// watchdog shell).
 fn spawn_watched(
     program: &str,
     args: &[String],

@@ -161,12 +161,6 @@ impl Cluster {
             ("FLOWSYNC_AUTH__MODE".into(), "hs256".into()),
             ("FLOWSYNC_AUTH__HS256_SECRET".into(), SECRET.into()),
         ]);
-        // Each service refuses settings it does not know: runner settings go to runners
-        // only, job settings to APIs (which queue) and runners.
-        env.retain(|(k, _)| {
-            !k.starts_with("FLOWSYNC_RUNNER__")
-                && (!k.starts_with("FLOWSYNC_JOBS__") || program == "flowsync-api")
-        });
         let mut process = Process::start(name, &binary(program), &env);
         process.wait_for_port(port);
         Instance { process, port }

@@ -257,6 +257,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
         for route in ROUTES {
             (route.register)(cfg);
         }
+        crate::demo::configure(cfg);
         cfg.default_service(web::to(not_found));
     }
 }

@@ -1,10 +1,12 @@
-//! The demo page at `/`: a canvas built on the TypeScript SDK (`clients/typescript/demo`).
-//! The page and its style are embedded from there; the script is bundled there (`npm run
-//! build:demo`) and committed under `assets/`, so the binary needs no Node — the
-//! TypeScript tests check the bundle matches its sources.
+//! The demo page at `/`: a canvas built on the TypeScript SDK (`clients/typescript/demo`),
+//! served by every API instance — the one binary's, and the distributed install's behind
+//! its proxy (with auth on, the page takes its token as `?token=`). The page and its style
+//! are embedded from there; the script is bundled there (`npm run build:demo`) and
+//! committed under `assets/`, so the binaries need no Node — the TypeScript tests check the
+//! bundle matches its sources.
 
-use actix_web::HttpResponse;
 use actix_web::http::header;
+use actix_web::{HttpResponse, web};
 
 const INDEX: &str = include_str!("../../../clients/typescript/demo/index.html");
 const SCRIPT: &str = include_str!("../assets/demo.js");
@@ -23,14 +25,21 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-pub(crate) async fn index() -> HttpResponse {
+async fn index() -> HttpResponse {
     asset("text/html; charset=utf-8", INDEX)
 }
 
-pub(crate) async fn script() -> HttpResponse {
+async fn script() -> HttpResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
-pub(crate) async fn style() -> HttpResponse {
+async fn style() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+/// Mounts the page and its assets (public: a page load carries no token).
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/demo.js", web::get().to(script))
+        .route("/demo.css", web::get().to(style));
 }

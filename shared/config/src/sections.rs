@@ -1,0 +1,153 @@
+//! The sections of the settings model that belong to one service each: `http` (the API),
+//! `sse` (the event streams) and `runner`. The shared sections live beside what they
+//! configure: `store` and `write_path` in `flowsync-store`, `bus`, `bus_tuning`,
+//! `presence` and `jobs` in `flowsync-bus`, `auth` in `flowsync-auth`.
+
+use std::time::Duration;
+
+use flowsync_auth::Secret;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Limits of HTTP requests to the API (DESIGN §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest presence `state`, in bytes.
+    pub max_presence_bytes: usize,
+    /// Longest page of `GET /v1/flows` and `/history`.
+    pub max_page: usize,
+    /// Requests per second per subject (token `sub`); 0 turns the limit off.
+    pub rate_per_second: u32,
+    /// Requests a subject may send at once above the steady rate.
+    pub rate_burst: u32,
+    /// Presence updates per second per subject; 0 turns the limit off.
+    pub presence_per_second: u32,
+    /// Browser origins allowed by CORS (comma-separated, e.g. `https://app.example.com`);
+    /// none: no CORS headers.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_presence_bytes: 4096,
+            max_page: 1000,
+            rate_per_second: 100,
+            rate_burst: 200,
+            presence_per_second: 30,
+            cors_origins: vec![],
+        }
+    }
+}
+
+/// How event streams behave and what bounds them.
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// Seconds between heartbeats (`: ping` comments, or `PING` events for
+    /// `?heartbeat=event`), which keep proxies from closing idle streams.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub heartbeat: Duration,
+    /// The `retry:` hint: how long a browser waits before reconnecting, in ms.
+    pub retry_ms: u64,
+    /// Frames a client may be behind its flow before it is disconnected (it resumes with
+    /// `Last-Event-ID`). Shared per flow: this bounds memory, not a per-client copy.
+    pub client_queue: usize,
+    /// Seconds a blocked write may take (the client stopped reading) before the client is
+    /// dropped.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub write_timeout: Duration,
+    /// Open streams per process; beyond, `503`.
+    pub max_connections: usize,
+    /// Open streams per token subject; beyond, `429`.
+    pub max_connections_per_subject: usize,
+    /// Largest request head, in bytes.
+    pub max_head_bytes: usize,
+    /// Seconds a client may take to send its request head.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub head_timeout: Duration,
+    /// On SIGTERM, streams are closed spread over this many seconds, so their reconnects
+    /// spread over the other gateways.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub drain: Duration,
+    /// Browser origins allowed to open streams cross-origin (comma-separated); none: no
+    /// CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Streams of one flow on one gateway whose joins and leaves are announced as
+    /// `PRESENCE` events; beyond, streams are only listed by `GET …/presence` (each
+    /// announcement reaches every stream: N viewers would cost N² deliveries).
+    pub presence_announce_limit: usize,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            retry_ms: 2000,
+            client_queue: 1024,
+            write_timeout: Duration::from_secs(30),
+            max_connections: 50_000,
+            max_connections_per_subject: 100,
+            max_head_bytes: 8192,
+            head_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(10),
+            cors_origins: vec![],
+            presence_announce_limit: 100,
+        }
+    }
+}
+
+/// The flow runner.
+#[serde_with::serde_as]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Nodes of one execution running at once.
+    pub max_parallel: usize,
+    /// Seconds one `take` waits for a job.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub poll: Duration,
+    /// Seconds between touches of a running job (well within `jobs.idle_timeout`).
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub touch_every: Duration,
+    /// Where `llm` nodes send chat completions.
+    pub llm: LlmConfig,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            max_parallel: 8,
+            poll: Duration::from_secs(5),
+            touch_every: Duration::from_secs(5),
+            llm: LlmConfig::default(),
+        }
+    }
+}
+
+/// Where the `llm` node kind sends chat completions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Base URL of an OpenAI-compatible API (`…/v1`); `/chat/completions` is appended.
+    pub base_url: String,
+    /// Bearer key (never logged).
+    pub api_key: Option<Secret>,
+    /// The model when a node names none.
+    pub model: String,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            api_key: None,
+            model: "gpt-4o-mini".into(),
+        }
+    }
+}
