@@ -5,8 +5,13 @@
 //!
 //! ```sh
 //! sse_fanout flowsync <gateway addr> <redis url> <clients> <rate/s> <seconds> [pids]
+//! sse_fanout ops      <flowsync addr> -          <clients> <rate/s> <seconds> [pids]
 //! sse_fanout nchan    <nginx addr>   -           <clients> <rate/s> <seconds> [pids]
 //! ```
+//!
+//! `ops` measures a flowsync that both takes the ops and streams (the one binary, see
+//! `bench/onebinary.sh`): each event is a `node.update` of node `n` POSTed to its API, and
+//! what the clients read is the `SYNC_CANVAS` it commits to.
 //!
 //! Each event carries its publish time as `T<ns since the epoch>E` in its payload; each
 //! client finds it in what it reads and records the latency. The optional pids (comma-
@@ -40,7 +45,10 @@ fn channel(flows: usize, i: usize) -> String {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
+    /// The gateway, events published on the Redis bus.
     Flowsync,
+    /// A flowsync API and its streams on one address, events POSTed as ops.
+    Ops,
     Nchan,
 }
 
@@ -57,10 +65,11 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     anyhow::ensure!(
         args.len() >= 6,
-        "usage: sse_fanout flowsync|nchan ADDR REDIS_URL|- CLIENTS RATE SECONDS [PID]"
+        "usage: sse_fanout flowsync|ops|nchan ADDR REDIS_URL|- CLIENTS RATE SECONDS [PID]"
     );
     let target = match args[0].as_str() {
         "flowsync" => Target::Flowsync,
+        "ops" => Target::Ops,
         "nchan" => Target::Nchan,
         other => anyhow::bail!("unknown target {other}"),
     };
@@ -183,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
 /// Publishes events stamped with their publish time.
 enum Publisher {
     Bus(RedisBus),
+    Ops(reqwest::Client, String, AtomicU64),
     Http(reqwest::Client, String),
 }
 
@@ -195,6 +205,11 @@ impl Publisher {
     fn new(target: Target, addr: &str, redis: &str) -> anyhow::Result<Self> {
         Ok(match target {
             Target::Flowsync => Self::Bus(RedisBus::connect(redis, BusConfig::default())?),
+            Target::Ops => Self::Ops(
+                reqwest::Client::builder().tcp_nodelay(true).build()?,
+                format!("http://{addr}"),
+                AtomicU64::new(0),
+            ),
             Target::Nchan => Self::Http(reqwest::Client::new(), format!("http://{addr}")),
         })
     }
@@ -205,6 +220,19 @@ impl Publisher {
             Self::Bus(bus) => {
                 bus.publish(&flowsync_bench::log_event(&FlowId::parse(flow)?, 0, stamp)?)
                     .await?;
+            }
+            Self::Ops(http, base, next) => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    "{{\"client_id\":\"bench\",\"ops\":[{{\"op_id\":\"b{}-{n}\",\"type\":\"node.update\",\"id\":\"n\",\"patch\":{{\"t\":\"{stamp}\"}}}}]}}",
+                    std::process::id()
+                );
+                http.post(format!("{base}/v1/flows/{flow}/ops"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
             }
             Self::Http(http, base) => {
                 // A payload of the same size as flowsync's event JSON.
@@ -234,7 +262,7 @@ async fn subscriber(
 ) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(addr).await?;
     let path = match target {
-        Target::Flowsync => format!("/v1/flows/{flow}/events"),
+        Target::Flowsync | Target::Ops => format!("/v1/flows/{flow}/events"),
         Target::Nchan => format!("/sub/{flow}"),
     };
     s.write_all(

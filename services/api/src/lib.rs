@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`config`]: the API's sections of the settings model.
 //! - [`startup`]: `Application::build` binds, `run_until_stopped` serves.
+//! - [`handoff`]: serving connections the one binary accepted itself.
 //! - [`routes`]: the handlers; [`announce`] turns a commit's outcome into events.
 //! - [`caller`]: the token check every flow route goes through.
 //! - [`error`]: route errors with their status and stable code.
@@ -18,6 +19,7 @@ pub mod caller;
 pub mod config;
 mod demo;
 pub mod error;
+pub mod handoff;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

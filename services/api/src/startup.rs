@@ -5,7 +5,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_cors::Cors;
-use actix_web::dev::{Server, Service};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use flowsync_auth::Authenticator;
@@ -62,6 +63,125 @@ fn cors(origins: &[String]) -> Cors {
         .max_age(3600)
 }
 
+/// What each worker of an HTTP server builds the API's `App` from: the shared state, the
+/// CORS origins and the routes a process adds. [`Application`] serves it on its own
+/// listener; the one binary on connections it accepted itself ([`crate::handoff`]).
+#[derive(Clone)]
+pub struct AppFactory<E> {
+    state: web::Data<AppState>,
+    origins: Vec<String>,
+    extra: E,
+}
+
+impl<E> std::fmt::Debug for AppFactory<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppFactory")
+            .field("origins", &self.origins)
+            .finish()
+    }
+}
+
+impl<E: Fn(&mut web::ServiceConfig) + Clone + Send + 'static> AppFactory<E> {
+    /// The API over `backends`, with `extra` routes; refuses auth off beyond loopback.
+    pub fn new(config: &ApiConfig, backends: Backends, extra: E) -> anyhow::Result<Self> {
+        flowsync_config::check_exposure(&config.listen, &config.auth)?;
+        let Backends {
+            store,
+            bus,
+            presence,
+            jobs,
+        } = backends;
+        let auth = Authenticator::new(&config.auth).context("loading auth keys")?;
+        // Without auth there are no subjects: per-subject limits would make every local
+        // caller share one bucket (DESIGN §7), so only the process-wide ones apply.
+        let per_subject = |rate: u32, burst: u32| {
+            if auth.is_off() {
+                Limiter::new(0, 0)
+            } else {
+                Limiter::new(rate, burst)
+            }
+        };
+        let state = web::Data::new(AppState {
+            store,
+            bus,
+            presence,
+            jobs,
+            limiter: per_subject(config.http.rate_per_second, config.http.rate_burst),
+            presence_limiter: per_subject(
+                config.http.presence_per_second,
+                config.http.presence_per_second,
+            ),
+            auth,
+            limits: config.http.clone(),
+            metrics: Metrics::new(),
+        });
+        Ok(Self {
+            state,
+            origins: config.http.cors_origins.clone(),
+            extra,
+        })
+    }
+
+    /// The state every handler shares.
+    pub fn state(&self) -> &web::Data<AppState> {
+        &self.state
+    }
+
+    /// One worker's `App`.
+    pub fn app(
+        &self,
+    ) -> App<
+        impl ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl MessageBody + use<E>>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + use<E>,
+    > {
+        let metrics = self.state.metrics.clone();
+        App::new()
+            // Counts every response by route pattern (not raw path: bounded labels).
+            .wrap_fn(move |req, srv| {
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let method = req.method().to_string();
+                // A span per request, continuing the caller's trace (W3C `traceparent`).
+                let span = tracing::info_span!(
+                    "request",
+                    http.method = %method,
+                    http.route = %route,
+                    http.status = tracing::field::Empty,
+                );
+                if let Some(parent) = req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    flowsync_telemetry::continue_from(&span, parent);
+                }
+                let response = span.in_scope(|| srv.call(req));
+                let metrics = metrics.clone();
+                async move {
+                    let response = response.await?;
+                    tracing::Span::current().record("http.status", response.status().as_u16());
+                    metrics
+                        .requests
+                        .with_label_values(&[
+                            route.as_str(),
+                            method.as_str(),
+                            response.status().as_str(),
+                        ])
+                        .inc();
+                    Ok(response)
+                }
+                .instrument(span)
+            })
+            .wrap(cors(&self.origins))
+            .configure(self.extra.clone())
+            .configure(routes::configure(self.state.clone()))
+    }
+}
+
 /// The API service, bound and ready to serve.
 pub struct Application {
     port: u16,
@@ -95,82 +215,20 @@ impl Application {
         backends: Backends,
         extra: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
     ) -> anyhow::Result<Self> {
-        flowsync_config::check_exposure(&config.listen, &config.auth)?;
-        let Backends {
-            store,
-            bus,
-            presence,
-            jobs,
-        } = backends;
-        let state = web::Data::new(AppState {
-            store,
-            bus,
-            presence,
-            jobs,
-            auth: Authenticator::new(&config.auth).context("loading auth keys")?,
-            limits: config.http.clone(),
-            limiter: Limiter::new(config.http.rate_per_second, config.http.rate_burst),
-            presence_limiter: Limiter::new(
-                config.http.presence_per_second,
-                config.http.presence_per_second,
-            ),
-            metrics: Metrics::new(),
-        });
+        let factory = AppFactory::new(config, backends, extra)?;
         let listener = TcpListener::bind(&config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let port = listener.local_addr()?.port();
-        let origins = config.http.cors_origins.clone();
-        let server = HttpServer::new(move || {
-            let metrics = state.metrics.clone();
-            App::new()
-                // Counts every response by route pattern (not raw path: bounded labels).
-                .wrap_fn(move |req, srv| {
-                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-                    let method = req.method().to_string();
-                    // A span per request, continuing the caller's trace (W3C `traceparent`).
-                    let span = tracing::info_span!(
-                        "request",
-                        http.method = %method,
-                        http.route = %route,
-                        http.status = tracing::field::Empty,
-                    );
-                    if let Some(parent) = req
-                        .headers()
-                        .get("traceparent")
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        flowsync_telemetry::continue_from(&span, parent);
-                    }
-                    let response = span.in_scope(|| srv.call(req));
-                    let metrics = metrics.clone();
-                    async move {
-                        let response = response.await?;
-                        tracing::Span::current().record("http.status", response.status().as_u16());
-                        metrics
-                            .requests
-                            .with_label_values(&[
-                                route.as_str(),
-                                method.as_str(),
-                                response.status().as_str(),
-                            ])
-                            .inc();
-                        Ok(response)
-                    }
-                    .instrument(span)
-                })
-                .wrap(cors(&origins))
-                .configure(extra.clone())
-                .configure(routes::configure(state.clone()))
-        })
-        // Small writes go out at once: a `202`, and in the one binary each SSE event,
-        // would otherwise wait for the peer's delayed ACK (~40 ms) behind Nagle.
-        .on_connect(|conn, _| {
-            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = tcp.set_nodelay(true);
-            }
-        })
-        .listen(listener)?
-        .run();
+        let server = HttpServer::new(move || factory.app())
+            // Small writes go out at once: a `202` would otherwise wait for the peer's
+            // delayed ACK (~40 ms) behind Nagle.
+            .on_connect(|conn, _| {
+                if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                    let _ = tcp.set_nodelay(true);
+                }
+            })
+            .listen(listener)?
+            .run();
         Ok(Self { port, server })
     }
 

@@ -225,7 +225,7 @@ async fn a_restart_keeps_acknowledged_ops_and_finishes_unfinished_executions() {
         .await
         .unwrap();
     drop(store);
-    handle.stop(false).await;
+    handle.stop(false);
     served.await.unwrap().unwrap();
 
     // Started again on the same data directory.
@@ -306,4 +306,108 @@ async fn serves_the_demo_page_same_origin_only() {
         assert!(policy.contains("connect-src 'self'"), "{policy}");
         assert!(r.text().await.unwrap().contains(needle), "{path}");
     }
+}
+
+/// A system with auth off (the default) on a free port; its base URL.
+async fn local_system(dir: &tempfile::TempDir) -> String {
+    let system = System::build(Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    })
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", system.port());
+    tokio::spawn(system.run_until_stopped());
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auth_local_clients_do_not_share_one_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = local_system(&dir).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/v1/flows"))
+        .json(&json!({"id": "demo", "name": "Demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // 150 tabs: past the default 100 streams per subject, which every local caller would
+    // be without auth.
+    let mut tabs = vec![];
+    for _ in 0..150 {
+        let mut events = stream(&base, None).await;
+        next(&mut events, "READY").await;
+        tabs.push(events);
+    }
+    // 300 requests at once from several clients: past the default 100/s with a burst of
+    // 200 per subject.
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (http, base) = (reqwest::Client::new(), base.clone());
+        requests.spawn(async move {
+            let mut statuses = vec![];
+            for _ in 0..50 {
+                let r = http
+                    .get(format!("{base}/v1/flows/demo"))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        });
+    }
+    while let Some(statuses) = requests.join_next().await {
+        assert!(
+            statuses.unwrap().iter().all(|s| *s == 200),
+            "a request refused"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_a_kept_alive_connection_is_served_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = local_system(&dir).await;
+    // One connection: a request the API answers, then the stream on the same socket (a
+    // browser's EventSource may reuse a kept-alive connection).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{base}/v1/flows"))
+        .json(&json!({"id": "demo", "name": "Demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .get(format!("{base}/v1/flows/demo/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut events = r
+        .bytes_stream()
+        .eventsource()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.id, e.event, serde_json::from_str(&e.data).unwrap())
+        })
+        .boxed();
+    next(&mut events, "READY").await;
+    http.post(format!("{base}/v1/flows/demo/ops"))
+        .json(
+            &json!({"client_id": "c", "ops": [{"op_id": "o1", "type": "node.add",
+            "node": {"id": "n1", "type": "note", "position": {"x": 0, "y": 0}}}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (_, sync) = next(&mut events, "SYNC_CANVAS").await;
+    assert_eq!(sync["data"]["ops"][0]["op_id"], "o1");
 }

@@ -66,6 +66,15 @@ pub async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     max: usize,
 ) -> Result<Head, HeadError> {
+    read_request(stream, max).await.map(|(head, _)| head)
+}
+
+/// Reads and parses one request head (at most `max` bytes); also returns every byte read,
+/// the head and whatever followed it, for a server that answers the request instead.
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> Result<(Head, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024.min(max));
     loop {
         if buf.len() >= max {
@@ -82,7 +91,10 @@ pub async fn read_head<S: AsyncRead + Unpin>(
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Partial) => continue,
-            Ok(httparse::Status::Complete(_)) => return Ok(head(&req)),
+            Ok(httparse::Status::Complete(_)) => {
+                let head = head(&req);
+                return Ok((head, buf));
+            }
             Err(e) => return Err(HeadError::Malformed(e.to_string())),
         }
     }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::{GatewayConfig, SseConfig};
 use crate::frame::TypeFilter;
-use crate::http::{Head, HeadError, Reply, read_head};
+use crate::http::{Head, HeadError, Reply, read_request};
 use crate::hub::{HubConfig, Hubs, JoinError};
 use crate::metrics::Metrics;
 use crate::stream::{self, End};
@@ -118,13 +118,35 @@ impl Shared {
     }
 }
 
-/// The gateway without a listener of its own, for a process whose HTTP server parses
-/// the request head (the one binary): each request's answer comes back as a byte pipe.
-#[derive(Debug, Clone)]
+/// Where a connection goes whose request is not an event stream, when the process
+/// serves other things on the same port (the one binary: the API), with every byte read
+/// from it so far (the request head, and whatever followed).
+pub type Elsewhere = Arc<
+    dyn Fn(TcpStream, bytes::Bytes) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The gateway's streams: accepting and serving on sockets ([`run`](Self::run)), draining
+/// on shutdown, and answering requests another HTTP server parsed ([`serve`](Self::serve)).
+/// The standalone [`Gateway`] is this on a listener of its own; the one binary runs it on
+/// its single port, with the other requests handed on ([`Elsewhere`]).
+#[derive(Clone)]
 pub struct Streams {
     shared: Arc<Shared>,
-    /// Kept so streams are not told to drain.
-    _shutdown: Arc<watch::Sender<u8>>,
+    /// Tells the streams to drain, in waves.
+    shutdown: Arc<watch::Sender<u8>>,
+    /// Where the other requests go; `None`: answered here (health, metrics, `404`).
+    elsewhere: Option<Elsewhere>,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams")
+            .field("shared", &self.shared)
+            .field("elsewhere", &self.elsewhere.is_some())
+            .finish()
+    }
 }
 
 impl Streams {
@@ -133,12 +155,20 @@ impl Streams {
         let (shared, shutdown) = Shared::new(config, backends)?;
         Ok(Self {
             shared,
-            _shutdown: Arc::new(shutdown),
+            shutdown: Arc::new(shutdown),
+            elsewhere: None,
         })
     }
 
-    /// Serves one request: the returned pipe yields the raw HTTP response (status line,
-    /// headers, then the event stream). Dropping it ends the stream.
+    /// Requests that are not event streams go to `elsewhere`.
+    pub fn with_elsewhere(mut self, elsewhere: Elsewhere) -> Self {
+        self.elsewhere = Some(elsewhere);
+        self
+    }
+
+    /// Serves one request another HTTP server parsed (a kept-alive connection of the one
+    /// binary's API): the returned pipe yields the raw HTTP response (status line, headers,
+    /// then the event stream). Dropping it ends the stream.
     pub fn serve(&self, head: Head) -> tokio::io::DuplexStream {
         let (mut mine, theirs) = tokio::io::duplex(64 * 1024);
         let shared = self.shared.clone();
@@ -150,64 +180,25 @@ impl Streams {
     pub fn metrics(&self) -> Metrics {
         self.shared.metrics.clone()
     }
-}
 
-/// The SSE gateway, bound and ready to serve.
-#[derive(Debug)]
-pub struct Gateway {
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<u8>,
-}
-
-impl Gateway {
-    /// Opens the store, bus and presence set `settings` name, and binds the listener.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let backends = Backends::open(settings).await?;
-        Self::with_backends(&GatewayConfig::from_settings(settings), backends).await
+    /// Closes every stream now, without spreading the closes over the drain time (a
+    /// process that stops as if it crashed, in tests).
+    pub fn close_all(&self) {
+        let _ = self.shutdown.send(stream::DRAIN_STEPS);
     }
 
-    /// Binds the listener over backends opened by the caller (tests, the one binary).
-    pub async fn with_backends(config: &GatewayConfig, backends: Backends) -> anyhow::Result<Self> {
-        flowsync_config::check_exposure(&config.listen, &config.auth)?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let (shared, shutdown) = Shared::new(config, backends)?;
-        Ok(Self {
-            listener,
-            shared,
-            shutdown,
-        })
-    }
-
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
-    /// The gateway's counters.
-    pub fn metrics(&self) -> Metrics {
-        self.shared.metrics.clone()
-    }
-
-    /// Serves until SIGINT or SIGTERM, then drains.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run(flowsync_telemetry::shutdown_signal()).await
-    }
-
-    /// Serves until `stop` resolves; then stops accepting, closes the streams spread over
-    /// the drain time (clients resume elsewhere with `Last-Event-ID`) and returns once they
-    /// are closed.
-    pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Accepts on `listener` until `stop` resolves; then stops accepting, closes the
+    /// streams spread over the drain time (clients resume elsewhere with `Last-Event-ID`)
+    /// and returns once they are closed.
+    pub async fn run(&self, listener: TcpListener, stop: impl Future<Output = ()>) {
         let tracker = tokio_util::task::TaskTracker::new();
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                accepted = self.listener.accept() => match accepted {
+                accepted = listener.accept() => match accepted {
                     Ok((socket, _)) => {
                         let _ = socket.set_nodelay(true);
-                        tracker.spawn(handle(self.shared.clone(), socket));
+                        tracker.spawn(handle(self.shared.clone(), socket, self.elsewhere.clone()));
                     }
                     Err(e) => {
                         // Out of descriptors or similar: back off instead of spinning.
@@ -218,7 +209,7 @@ impl Gateway {
                 () = &mut stop => break,
             }
         }
-        drop(self.listener);
+        drop(listener);
         tracing::info!(
             streams = self.shared.metrics.connections.get(),
             drain = ?self.shared.config.drain,
@@ -240,20 +231,74 @@ impl Gateway {
             () = tracker.wait() => {}
             () = waves => tracing::warn!("streams still open after the drain time; exiting anyway"),
         }
+    }
+}
+
+/// The SSE gateway, bound and ready to serve.
+#[derive(Debug)]
+pub struct Gateway {
+    listener: TcpListener,
+    streams: Streams,
+}
+
+impl Gateway {
+    /// Opens the store, bus and presence set `settings` name, and binds the listener.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let backends = Backends::open(settings).await?;
+        Self::with_backends(&GatewayConfig::from_settings(settings), backends).await
+    }
+
+    /// Binds the listener over backends opened by the caller (tests).
+    pub async fn with_backends(config: &GatewayConfig, backends: Backends) -> anyhow::Result<Self> {
+        flowsync_config::check_exposure(&config.listen, &config.auth)?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self {
+            listener,
+            streams: Streams::new(config, backends)?,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The gateway's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.streams.metrics()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then drains.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run(flowsync_telemetry::shutdown_signal()).await
+    }
+
+    /// Serves until `stop` resolves, then drains ([`Streams::run`]).
+    pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        self.streams.run(self.listener, stop).await;
         Ok(())
     }
 }
 
 /// One connection: read the head, route it.
-async fn handle(shared: Arc<Shared>, mut socket: TcpStream) {
+async fn handle(shared: Arc<Shared>, mut socket: TcpStream, elsewhere: Option<Elsewhere>) {
     // Boxed, like admission: its read buffer must not stay in every stream's task.
-    let head = match tokio::time::timeout(
+    let read = tokio::time::timeout(
         shared.config.head_timeout,
-        Box::pin(read_head(&mut socket, shared.config.max_head_bytes)),
+        Box::pin(read_request(&mut socket, shared.config.max_head_bytes)),
     )
-    .await
-    {
-        Ok(Ok(head)) => Box::new(head),
+    .await;
+    let head = match read {
+        Ok(Ok((head, bytes))) => {
+            if let Some(elsewhere) = elsewhere
+                && events_flow(&head.path).is_none()
+            {
+                return elsewhere(socket, bytes.into()).await;
+            }
+            Box::new(head)
+        }
         Ok(Err(HeadError::TooLarge)) => {
             let _ = Reply::error(
                 "431 Request Header Fields Too Large",
@@ -412,9 +457,16 @@ async fn admit(shared: &Shared, head: Box<Head>) -> Result<Box<Admitted>, Reply>
     };
     let principal = authenticate(shared, &head, &flow).inspect_err(|_| refuse("auth"))?;
     drop(head); // holds the token: gone before the stream runs
+    // Without auth there are no subjects (every caller is the local user): only the
+    // process's limit applies, or every local tab would share one subject's streams.
+    let per_subject = (!shared.auth.is_off()).then_some(shared.config.max_connections_per_subject);
     let slot = shared
         .slots
-        .acquire(&principal.actor.id, &shared.config)
+        .acquire(
+            &principal.actor.id,
+            shared.config.max_connections,
+            per_subject,
+        )
         .inspect_err(|_| refuse("limit"))?;
     let connection = ConnectionId::parse(uuid::Uuid::new_v4().simple().to_string())
         .expect("a uuid is a valid id");
@@ -495,9 +547,16 @@ struct Slot {
 }
 
 impl Slots {
-    fn acquire(&self, subject: &ActorId, config: &SseConfig) -> Result<Slot, Reply> {
+    /// A slot for a stream of `subject`: at most `total` streams in the process and, when
+    /// given, `per_subject` per subject.
+    fn acquire(
+        &self,
+        subject: &ActorId,
+        total: usize,
+        per_subject: Option<usize>,
+    ) -> Result<Slot, Reply> {
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.total >= config.max_connections {
+        if counts.total >= total {
             return Err(Reply::error(
                 "503 Service Unavailable",
                 "too_many_connections",
@@ -506,14 +565,13 @@ impl Slots {
             .header("Retry-After", "1"));
         }
         let mine = counts.by_subject.entry(subject.clone()).or_default();
-        if *mine >= config.max_connections_per_subject {
+        if let Some(most) = per_subject
+            && *mine >= most
+        {
             return Err(Reply::error(
                 "429 Too Many Requests",
                 "too_many_connections",
-                &format!(
-                    "at most {} streams per subject",
-                    config.max_connections_per_subject
-                ),
+                &format!("at most {most} streams per subject"),
             )
             .header("Retry-After", "1"));
         }
@@ -584,14 +642,12 @@ mod stream_task_size {
                     &config.presence,
                 )),
             };
-            let g = super::Gateway::with_backends(&config, backends)
-                .await
-                .unwrap();
+            let g = super::Streams::new(&config, backends).unwrap();
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap())
                 .await
                 .unwrap();
-            let task = super::handle(g.shared.clone(), s);
+            let task = super::handle(g.shared.clone(), s, None);
             assert!(
                 size(&task) <= 1536,
                 "a stream's task is {} bytes",

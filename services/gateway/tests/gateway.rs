@@ -1,6 +1,8 @@
 //! The gateway end to end against the test kit's real redis-server: SSE clients over HTTP,
 //! events published through the Redis bus as the API would, several gateways as several
-//! processes would run them (each with its own Redis connections).
+//! processes would run them (each with its own Redis connections). Every test runs twice:
+//! against the standalone gateway and against the one binary (`flowsync::System`), whose
+//! port serves the same streams beside the API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,8 +28,18 @@ const SECRET: &str = "gateway-test-secret";
 /// Guards against a hang; never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// What serves the streams.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Edge {
+    /// `flowsync-gateway`.
+    Gateway,
+    /// `flowsync`: API, streams and runner on one port.
+    OneBinary,
+}
+
 /// A test's world: a namespace in the shared Redis, a store, a publisher.
 struct World {
+    edge: Edge,
     url: String,
     bus_config: BusConfig,
     store: Store,
@@ -56,7 +68,7 @@ impl Running {
 }
 
 impl World {
-    async fn new(adjust: impl FnOnce(&mut BusConfig)) -> Self {
+    async fn new(edge: Edge, adjust: impl FnOnce(&mut BusConfig)) -> Self {
         let mut bus_config = BusConfig {
             namespace: format!("{}:", flowsync_testkit::unique_name("gw")),
             ..BusConfig::default()
@@ -71,6 +83,7 @@ impl World {
         .await
         .unwrap();
         Self {
+            edge,
             publisher: Arc::new(RedisBus::connect(&url, bus_config.clone()).unwrap()),
             url,
             bus_config,
@@ -104,6 +117,15 @@ impl World {
 
     /// A gateway as its own process would have it: its own bus connections.
     async fn gateway(&self, adjust: impl FnOnce(&mut GatewayConfig)) -> Running {
+        self.try_gateway(adjust).await.unwrap()
+    }
+
+    /// The edge of this world (a gateway, or the one binary) over the shared store and
+    /// Redis, or why it refused to start.
+    async fn try_gateway(
+        &self,
+        adjust: impl FnOnce(&mut GatewayConfig),
+    ) -> anyhow::Result<Running> {
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".into(),
             auth: AuthConfig {
@@ -120,23 +142,59 @@ impl World {
                 .await
                 .unwrap(),
         );
-        let backends = Backends {
-            store: self.store.clone(),
-            bus,
-            presence,
-        };
-        let gateway = Gateway::with_backends(&config, backends).await.unwrap();
-        let (port, metrics) = (gateway.port(), gateway.metrics());
         let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(gateway.run(async {
-            let _ = stopped.await;
-        }));
-        Running {
-            port,
-            metrics,
-            stop: Some(stop),
-            done,
-        }
+        Ok(match self.edge {
+            Edge::Gateway => {
+                let backends = Backends {
+                    store: self.store.clone(),
+                    bus,
+                    presence,
+                };
+                let gateway = Gateway::with_backends(&config, backends).await?;
+                let (port, metrics) = (gateway.port(), gateway.metrics());
+                let done = tokio::spawn(gateway.run(async {
+                    let _ = stopped.await;
+                }));
+                Running {
+                    port,
+                    metrics,
+                    stop: Some(stop),
+                    done,
+                }
+            }
+            Edge::OneBinary => {
+                let settings = flowsync::Settings {
+                    listen: config.listen,
+                    auth: config.auth,
+                    sse: config.sse,
+                    presence: config.presence,
+                    ..flowsync::Settings::default()
+                };
+                let backends = flowsync_config::Backends {
+                    store: self.store.clone(),
+                    bus,
+                    presence,
+                    jobs: Arc::new(flowsync_bus::jobs::MemoryJobs::new(&Default::default())),
+                };
+                let system = flowsync::System::with_backends(&settings, backends).await?;
+                let (port, metrics, handle) =
+                    (system.port(), system.stream_metrics(), system.handle());
+                tokio::spawn(async move {
+                    let _ = stopped.await;
+                    handle.stop(true);
+                });
+                let done = tokio::spawn(async move {
+                    system.run().await;
+                    Ok(())
+                });
+                Running {
+                    port,
+                    metrics,
+                    stop: Some(stop),
+                    done,
+                }
+            }
+        })
     }
 
     /// Publishes `LOG_STREAM` chunks `from..to` of `flow`, one publish at a time.
@@ -278,9 +336,8 @@ fn range(r: std::ops::Range<u64>) -> Vec<u64> {
     r.collect()
 }
 
-#[tokio::test]
-async fn heartbeats_come_as_ping_events_to_streams_that_ask() {
-    let world = World::new(|_| {}).await;
+async fn heartbeats_come_as_ping_events_to_streams_that_ask(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let flow = world.flow("beat").await;
     let gw = world
         .gateway(|c| c.sse.heartbeat = Duration::from_millis(20))
@@ -302,9 +359,8 @@ async fn heartbeats_come_as_ping_events_to_streams_that_ask() {
     assert_eq!(asking.next_of("LOG_STREAM").await.data["seq"], 1);
 }
 
-#[tokio::test]
-async fn events_reach_every_client_of_two_gateways_once_and_in_order() {
-    let world = World::new(|_| {}).await;
+async fn events_reach_every_client_of_two_gateways_once_and_in_order(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let flow = world.flow("fan").await;
     let (a, b) = (world.gateway(|_| {}).await, world.gateway(|_| {}).await);
     let t = token("u1", &["fan"]);
@@ -339,9 +395,8 @@ async fn events_reach_every_client_of_two_gateways_once_and_in_order() {
     assert_eq!(m.connections.get(), 2);
 }
 
-#[tokio::test]
-async fn resume_replays_exactly_what_was_missed_then_goes_live() {
-    let world = World::new(|_| {}).await;
+async fn resume_replays_exactly_what_was_missed_then_goes_live(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let flow = world.flow("res").await;
     let gw = world.gateway(|_| {}).await;
     let t = token("u1", &["res"]);
@@ -394,9 +449,8 @@ async fn resume_replays_exactly_what_was_missed_then_goes_live() {
     assert_eq!(gw.metrics.resumes.get(), 7);
 }
 
-#[tokio::test]
-async fn resume_beyond_history_gets_resync_then_live() {
-    let world = World::new(|c| c.history_len = 10).await;
+async fn resume_beyond_history_gets_resync_then_live(edge: Edge) {
+    let world = World::new(edge, |c| c.history_len = 10).await;
     let flow = world.flow("gone").await;
     let gw = world.gateway(|_| {}).await;
     let t = token("u1", &["gone"]);
@@ -422,9 +476,8 @@ async fn resume_beyond_history_gets_resync_then_live() {
     assert_eq!(gw.metrics.resyncs.get(), 3);
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_dropped_while_others_keep_receiving() {
-    let world = World::new(|_| {}).await;
+async fn a_client_that_stops_reading_is_dropped_while_others_keep_receiving(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let flow = world.flow("slow").await;
     let gw = world
         .gateway(|c| {
@@ -494,9 +547,8 @@ async fn a_client_that_stops_reading_is_dropped_while_others_keep_receiving() {
     );
 }
 
-#[tokio::test]
-async fn flows_are_isolated_and_tokens_checked() {
-    let world = World::new(|_| {}).await;
+async fn flows_are_isolated_and_tokens_checked(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let (fa, fb) = (world.flow("iso-a").await, world.flow("iso-b").await);
     let gw = world.gateway(|_| {}).await;
     let ta = token("ua", &["iso-a"]);
@@ -641,9 +693,8 @@ fn sync_canvas(flow: &FlowId) -> Event {
     }
 }
 
-#[tokio::test]
-async fn connection_limits_answer_429_and_503() {
-    let world = World::new(|_| {}).await;
+async fn connection_limits_answer_429_and_503(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     world.flow("lim").await;
     let gw = world
         .gateway(|c| {
@@ -678,9 +729,8 @@ async fn connection_limits_answer_429_and_503() {
     assert_eq!(r.status(), 200);
 }
 
-#[tokio::test]
-async fn presence_lists_streams_across_gateways_and_announces_joins_and_leaves() {
-    let world = World::new(|_| {}).await;
+async fn presence_lists_streams_across_gateways_and_announces_joins_and_leaves(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let flow = world.flow("pres").await;
     let (a, b) = (world.gateway(|_| {}).await, world.gateway(|_| {}).await);
     let mut alice = connect(
@@ -732,9 +782,8 @@ async fn presence_lists_streams_across_gateways_and_announces_joins_and_leaves()
     assert_eq!(left[0].actor.id.as_str(), "alice");
 }
 
-#[tokio::test]
-async fn presence_entries_of_a_dead_gateway_expire() {
-    let world = World::new(|_| {}).await;
+async fn presence_entries_of_a_dead_gateway_expire(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let flow = world.flow("dead").await;
     let config = PresenceConfig {
         ttl: Duration::from_millis(300),
@@ -765,9 +814,8 @@ async fn presence_entries_of_a_dead_gateway_expire() {
     }
 }
 
-#[tokio::test]
-async fn sigterm_drains_and_clients_resume_on_the_other_gateway_without_loss() {
-    let world = World::new(|_| {}).await;
+async fn sigterm_drains_and_clients_resume_on_the_other_gateway_without_loss(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let flow = world.flow("drain").await;
     let a = world
         .gateway(|c| c.sse.drain = Duration::from_millis(500))
@@ -827,9 +875,8 @@ async fn sigterm_drains_and_clients_resume_on_the_other_gateway_without_loss() {
     );
 }
 
-#[tokio::test]
-async fn health_ready_and_metrics_answer() {
-    let world = World::new(|_| {}).await;
+async fn health_ready_and_metrics_answer(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
     let gw = world.gateway(|_| {}).await;
     for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/metrics", 200)] {
         let r = request(gw.port, path, None, None).await;
@@ -852,18 +899,120 @@ async fn health_ready_and_metrics_answer() {
     }
 }
 
-#[tokio::test]
-async fn auth_off_is_refused_beyond_loopback() {
-    let world = World::new(|_| {}).await;
-    let backends = Backends {
-        store: world.store.clone(),
-        bus: world.publisher.clone(),
-        presence: Arc::new(world.presence().await),
-    };
-    let config = GatewayConfig {
-        listen: "0.0.0.0:0".into(),
-        ..GatewayConfig::default()
-    };
-    let err = Gateway::with_backends(&config, backends).await.unwrap_err();
+async fn auth_off_is_refused_beyond_loopback(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
+    let err = world
+        .try_gateway(|c| {
+            c.listen = "0.0.0.0:0".into();
+            c.auth = AuthConfig::default();
+        })
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("without auth"), "{err}");
 }
+
+async fn a_closed_stream_is_announced_as_left_at_once(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
+    world.flow("bye").await;
+    // No heartbeat within the test: the leave cannot wait for a failed write.
+    let gw = world
+        .gateway(|c| c.sse.heartbeat = Duration::from_secs(3600))
+        .await;
+    let mut stay = connect(
+        gw.port,
+        "/v1/flows/bye/events",
+        &token("stay", &["bye"]),
+        None,
+    )
+    .await;
+    stay.next_of("READY").await;
+    let mut go = connect(
+        gw.port,
+        "/v1/flows/bye/events",
+        &token("go", &["bye"]),
+        None,
+    )
+    .await;
+    let gone = go.next_of("READY").await.data["data"]["connection_id"].clone();
+    drop(go);
+    loop {
+        let p = stay.next_of("PRESENCE").await;
+        if p.data["data"]["connection_id"] == gone && p.data["data"]["action"] == "leave" {
+            break;
+        }
+    }
+}
+
+async fn streams_answer_cors_for_configured_origins_only(edge: Edge) {
+    let world = World::new(edge, |_| {}).await;
+    world.flow("cors").await;
+    let gw = world
+        .gateway(|c| c.sse.cors_origins = vec!["https://app.example".into()])
+        .await;
+    let url = format!("http://127.0.0.1:{}/v1/flows/cors/events", gw.port);
+    let http = reqwest::Client::new();
+    let allowed = http
+        .get(&url)
+        .bearer_auth(token("u", &["cors"]))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let other = http
+        .get(&url)
+        .bearer_auth(token("u", &["cors"]))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    // A refusal carries the header too, so the page can read why.
+    let refused = http
+        .get(&url)
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod gateway {
+            $( #[tokio::test]
+            async fn $name() { super::$name(super::Edge::Gateway).await; } )*
+        }
+        mod one_binary {
+            $( #[tokio::test]
+            async fn $name() { super::$name(super::Edge::OneBinary).await; } )*
+        }
+    };
+}
+
+both!(
+    heartbeats_come_as_ping_events_to_streams_that_ask,
+    events_reach_every_client_of_two_gateways_once_and_in_order,
+    resume_replays_exactly_what_was_missed_then_goes_live,
+    resume_beyond_history_gets_resync_then_live,
+    a_client_that_stops_reading_is_dropped_while_others_keep_receiving,
+    flows_are_isolated_and_tokens_checked,
+    connection_limits_answer_429_and_503,
+    presence_lists_streams_across_gateways_and_announces_joins_and_leaves,
+    presence_entries_of_a_dead_gateway_expire,
+    sigterm_drains_and_clients_resume_on_the_other_gateway_without_loss,
+    health_ready_and_metrics_answer,
+    auth_off_is_refused_beyond_loopback,
+    a_closed_stream_is_announced_as_left_at_once,
+    streams_answer_cors_for_configured_origins_only,
+);

@@ -19,7 +19,8 @@ pub struct HttpLimits {
     pub max_presence_bytes: usize,
     /// Longest page of `GET /v1/flows` and `/history`.
     pub max_page: usize,
-    /// Requests per second per subject (token `sub`); 0 turns the limit off.
+    /// Requests per second per subject (token `sub`); 0 turns the limit off. Without auth
+    /// there are no subjects, and no per-subject limits.
     pub rate_per_second: u32,
     /// Requests a subject may send at once above the steady rate.
     pub rate_burst: u32,
@@ -64,11 +65,13 @@ pub struct SseConfig {
     pub write_timeout: Duration,
     /// Open streams per process; beyond, `503`.
     pub max_connections: usize,
-    /// Open streams per token subject; beyond, `429`.
+    /// Open streams per token subject; beyond, `429`. Not applied without auth (every
+    /// caller is the same local user).
     pub max_connections_per_subject: usize,
-    /// Largest request head, in bytes.
+    /// Largest request head, in bytes (in the one binary, of every request on its port).
     pub max_head_bytes: usize,
-    /// Seconds a client may take to send its request head.
+    /// Seconds a client may take to send its request head (in the one binary, every
+    /// request's first head).
     #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub head_timeout: Duration,
     /// On SIGTERM, streams are closed spread over this many seconds, so their reconnects
