@@ -6,6 +6,7 @@
 //! ```sh
 //! # embedded: SQLite + in-process bus
 //! cargo run --release -p flowsync-api --example ops_rate -- embedded 16 500
+//! cargo run --release -p flowsync-api --example ops_rate -- embedded 64 400      # group commit
 //! cargo run --release -p flowsync-api --example ops_rate -- embedded 100 80 100   # 100 flows
 //! # distributed: MongoDB + Redis (a real MongoDB; SecantusDB is Python, ~1 ms per insert)
 //! cargo run --release -p flowsync-api --example ops_rate -- mongodb://127.0.0.1:27017 redis://127.0.0.1:6379 16 500
@@ -106,9 +107,24 @@ async fn main() -> anyhow::Result<()> {
         versions += flow["version"].as_u64().unwrap_or(0) - 1;
     }
     assert_eq!(versions, total as u64, "every op committed once");
+    // Ops per group commit, from the API's own histogram (its _sum and _count).
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let groups = value("flowsync_api_commit_group_ops_count");
     println!(
-        "{total} ops from {clients} clients on {flows} flow(s) in {secs:.2} s: {:.0} ops/s committed and published",
-        total as f64 / secs
+        "{total} ops from {clients} clients on {flows} flow(s) in {secs:.2} s: {:.0} ops/s committed and published; {:.1} ops per group commit",
+        total as f64 / secs,
+        value("flowsync_api_commit_group_ops_sum") / groups.max(1.0)
     );
     Ok(())
 }

@@ -66,6 +66,9 @@ pub enum ApiError {
     /// The store or the bus is down, or the flow too contended: retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many ops wait to commit to the flow: retry shortly.
+    #[error("{0}")]
+    Busy(String),
     /// A bug or corrupt data.
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
@@ -94,6 +97,7 @@ impl ApiError {
             Self::Finished(_) => "execution_finished",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",
+            Self::Busy(_) => "flow_busy",
             Self::Unexpected(_) => "internal",
         }
     }
@@ -101,6 +105,13 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        Self::from_store(&e)
+    }
+}
+
+impl ApiError {
+    /// What a store error means to the caller (shared by every request of a group).
+    pub fn from_store(e: &StoreError) -> Self {
         match e {
             StoreError::FlowNotFound(id) => Self::NotFound {
                 code: "flow_not_found",
@@ -119,7 +130,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "store unavailable");
                 Self::Unavailable(e.to_string())
             }
-            e => Self::Unexpected(anyhow::Error::new(e)),
+            e => Self::Unexpected(anyhow::anyhow!("{e}")),
         }
     }
 }
@@ -142,7 +153,7 @@ impl ResponseError for ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -167,7 +178,7 @@ impl ResponseError for ApiError {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         match self {
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::Busy(_) => {
                 response.insert_header(("Retry-After", "1"));
             }
             // Whole seconds, rounded up: a client that waits that long gets through.

@@ -7,7 +7,8 @@
 //! - [`config`]: the API's sections of the settings model.
 //! - [`startup`]: `Application::build` binds, `run_until_stopped` serves.
 //! - [`handoff`]: serving connections the one binary accepted itself.
-//! - [`routes`]: the handlers; [`announce`] turns a commit's outcome into events.
+//! - [`routes`]: the handlers; [`commits`]: per-flow group commit; [`announce`] turns a
+//!   commit's outcome into events.
 //! - [`caller`]: the token check every flow route goes through.
 //! - [`error`]: route errors with their status and stable code.
 //! - [`limits`]: per-subject rate limits; [`metrics`]: Prometheus metrics.
@@ -16,6 +17,7 @@
 
 pub mod announce;
 pub mod caller;
+pub mod commits;
 pub mod config;
 mod demo;
 pub mod error;

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// `flowsync_api_commit_retries_total`: commit attempts lost to concurrent writers.
     pub commit_retries: IntCounter,
+    /// `flowsync_api_commit_group_ops`: ops per group commit (one durable write each).
+    pub group_ops: Histogram,
 }
 
 impl Metrics {
@@ -52,8 +54,17 @@ impl Metrics {
             "Commit attempts lost to concurrent writers",
         )
         .expect("valid metric");
+        let group_ops = Histogram::with_opts(
+            HistogramOpts::new(
+                "flowsync_api_commit_group_ops",
+                "Ops per group commit: requests folded into one durable write",
+            )
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets")),
+        )
+        .expect("valid metric");
         for metric in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(group_ops.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(ops.clone()),
             Box::new(commit_seconds.clone()),
             Box::new(commit_retries.clone()),
@@ -66,6 +77,7 @@ impl Metrics {
             ops,
             commit_seconds,
             commit_retries,
+            group_ops,
         }
     }
 

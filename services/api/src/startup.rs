@@ -18,6 +18,7 @@ use flowsync_config::Settings;
 use flowsync_store::Store;
 use tracing::Instrument;
 
+use crate::commits::Commits;
 use crate::config::{ApiConfig, HttpLimits};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ use crate::routes;
 pub struct AppState {
     /// Flows and their log.
     pub store: Store,
+    /// Per-flow commit queues: ops committed in groups, then announced.
+    pub commits: Commits,
     /// Where results are announced.
     pub bus: Arc<dyn Bus>,
     /// Who is connected (`GET …/presence`).
@@ -101,7 +104,9 @@ impl<E: Fn(&mut web::ServiceConfig) + Clone + Send + 'static> AppFactory<E> {
                 Limiter::new(rate, burst)
             }
         };
+        let metrics = Metrics::new();
         let state = web::Data::new(AppState {
+            commits: Commits::new(store.clone(), bus.clone(), metrics.clone()),
             store,
             bus,
             presence,
@@ -113,7 +118,7 @@ impl<E: Fn(&mut web::ServiceConfig) + Clone + Send + 'static> AppFactory<E> {
             ),
             auth,
             limits: config.http.clone(),
-            metrics: Metrics::new(),
+            metrics,
         });
         Ok(Self {
             state,

@@ -943,3 +943,69 @@ async fn auth_off_is_refused_beyond_loopback() {
     let err = Application::with_backends(&config, backends).unwrap_err();
     assert!(err.to_string().contains("without auth"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_with_too_many_ops_waiting_answers_503_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let config = StoreConfig {
+        max_queued_ops: 0, // nothing may wait behind a commit in flight
+        ..StoreConfig::default()
+    };
+    let store = Store::new(Arc::new(SqliteBackend::open(&path).unwrap()), config)
+        .await
+        .unwrap();
+    let app = Application::with_backends(
+        &ApiConfig {
+            listen: "127.0.0.1:0".into(),
+            ..ApiConfig::default()
+        },
+        startup::Backends {
+            store,
+            bus: Arc::new(MemoryBus::new(BusConfig::default())),
+            presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
+            jobs: Arc::new(MemoryJobs::new(&JobsConfig::default())),
+        },
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::new();
+    http.post(format!("{base}/v1/flows"))
+        .json(&json!({"id": "busy", "name": "Busy"}))
+        .send()
+        .await
+        .unwrap();
+    let add = |op: &str| {
+        json!({"client_id": "c", "ops": [{"op_id": op, "type": "node.add",
+            "node": {"id": op, "type": "note", "position": {"x": 0, "y": 0}}}]})
+    };
+    // Another writer holds the database: the first commit waits in flight.
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let first = tokio::spawn({
+        let (http, url, body) = (http.clone(), format!("{base}/v1/flows/busy/ops"), add("a"));
+        async move { http.post(url).json(&body).send().await.unwrap().status() }
+    });
+    // Once its group formed (the API counts it), the first commit is in flight.
+    loop {
+        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+        let text = metrics.text().await.unwrap();
+        if text.contains("flowsync_api_commit_group_ops_count 1") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let second = http
+        .post(format!("{base}/v1/flows/busy/ops"))
+        .json(&add("b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(second.headers()["retry-after"], "1");
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "flow_busy");
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(first.await.unwrap(), 202, "the commit in flight completes");
+}

@@ -80,6 +80,30 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// [`Append::Race`] (DESIGN §4 step 3). Each entry is written whole or not at all.
     async fn append(&self, flow: &FlowId, entries: &[LogEntry]) -> Result<Append, StoreError>;
 
+    /// Steps 3 and 4 of one commit: [`append`](Self::append) the entries and, when they
+    /// won, [`advance`](Self::advance) the snapshot to `snapshot` from `from_version` and
+    /// store `snapshot` as a checkpoint when `checkpoint`. A backend may do all of it in
+    /// one durable write, and share that write between commits of several flows; the
+    /// entries are durable when this returns `Done`.
+    async fn commit(
+        &self,
+        flow: &FlowId,
+        entries: &[LogEntry],
+        snapshot: &Flow,
+        from_version: u64,
+        checkpoint: bool,
+    ) -> Result<Append, StoreError> {
+        if self.append(flow, entries).await? == Append::Race {
+            return Ok(Append::Race);
+        }
+        // Losing this race is fine: a later writer folded these entries already.
+        self.advance(snapshot, from_version).await?;
+        if checkpoint {
+            self.put_checkpoint(snapshot).await?;
+        }
+        Ok(Append::Done)
+    }
+
     /// Log entries with `after < version ≤ upto`, in version order, at most `limit`.
     async fn log(
         &self,

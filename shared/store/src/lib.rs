@@ -44,6 +44,13 @@ pub struct StoreConfig {
     pub max_commit_attempts: u32,
     /// How many of an actor's latest ops `undo`/`redo` can reach.
     pub undo_depth: usize,
+    /// Most ops one group commit holds (requests that wait for a flow's commit are folded
+    /// into its next one). A request with more commits alone. The default, the largest
+    /// request, bounds what one request may wait behind and one durable write's size.
+    pub max_group_ops: usize,
+    /// Most ops that may wait for one flow's commit in a process; beyond, `503` with
+    /// `Retry-After` (never unbounded memory).
+    pub max_queued_ops: usize,
     /// Canvas limits.
     pub limits: Limits,
 }
@@ -54,6 +61,8 @@ impl Default for StoreConfig {
             snapshot_every: 100,
             max_commit_attempts: 30,
             undo_depth: 100,
+            max_group_ops: 1_000,
+            max_queued_ops: 10_000,
             limits: Limits::default(),
         }
     }
@@ -167,6 +176,14 @@ impl StoreBackend {
         };
         Store::new(backend, config).await
     }
+}
+
+/// Whether a request has `undo` or `redo` ops (which consult the log).
+fn has_undo(request: &CommitRequest) -> bool {
+    request
+        .ops
+        .iter()
+        .any(|op| matches!(op.kind, OpKind::Undo(_) | OpKind::Redo(_)))
 }
 
 /// Per-flow async locks, dropped when no commit holds or waits for them.
@@ -321,16 +338,35 @@ impl Store {
         self.backend.log(id, after, None, Some(limit)).await
     }
 
-    /// Runs DESIGN §4 steps 1–4 for one request: read the flow, apply the ops in memory,
-    /// append the applied ones to the log (retrying with jitter when another writer took
-    /// the versions), advance the snapshot. Ops already in the log are not applied again;
-    /// they come back in [`CommitOutcome::replayed`].
+    /// Commits one request's ops (DESIGN §4): [`commit_group`](Self::commit_group) of one.
     pub async fn commit(
         &self,
         id: &FlowId,
         request: &CommitRequest,
     ) -> Result<CommitOutcome, StoreError> {
-        let op_ids: Vec<OpId> = request.ops.iter().map(|op| op.op_id.clone()).collect();
+        let mut outcomes = self.commit_group(id, std::slice::from_ref(request)).await?;
+        Ok(outcomes.remove(0))
+    }
+
+    /// Commits several requests to one flow in one durable write (group commit, DESIGN
+    /// §4): each request's ops are applied in its order against the state the requests
+    /// before it left (its `If-Match` and base versions checked against that state, its
+    /// first refusal skipping only its own rest), then every entry of the group is appended
+    /// at once and the snapshot advanced once. An op id already in the log, or applied
+    /// earlier in the group, is reported as replayed, never applied twice. Losing the
+    /// version race to another process retries the whole group (bounded, with jitter).
+    /// One outcome per request, in order.
+    pub async fn commit_group(
+        &self,
+        id: &FlowId,
+        requests: &[CommitRequest],
+    ) -> Result<Vec<CommitOutcome>, StoreError> {
+        let op_ids: Vec<OpId> = requests
+            .iter()
+            .flat_map(|r| r.ops.iter().map(|op| op.op_id.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         // Writers of one process take turns on a flow: they would only lose the version
         // race to each other and retry (a hot flow's retry storm). Races against other
         // processes are still settled by the log's unique index below.
@@ -340,62 +376,83 @@ impl Store {
                 .load(id)
                 .await?
                 .ok_or_else(|| StoreError::FlowNotFound(id.clone()))?;
-            let logged: HashMap<OpId, LogEntry> = self
+            // Entries of these op ids: from the log, then from this group as it applies.
+            let mut known: HashMap<OpId, LogEntry> = self
                 .backend
                 .entries_by_op_id(id, &op_ids)
                 .await?
                 .into_iter()
                 .map(|e| (e.op_id.clone(), e))
                 .collect();
-            let history = self.undo_history(id, request).await?;
-            let prev_version = loaded.canvas.version();
+            let group_start = loaded.canvas.version();
             let now = Utc::now();
             let mut new_id = || uuid::Uuid::new_v4().simple().to_string();
-            let result = apply_batch(
-                &mut loaded.canvas,
-                &Batch {
-                    actor: &request.actor,
-                    client_id: &request.client_id,
-                    if_match: request.if_match,
-                    ops: &request.ops,
-                    now,
-                },
-                &mut Env {
-                    limits: &self.config.limits,
-                    history: &history,
-                    already_applied: &|op_id| logged.contains_key(op_id),
-                    new_id: &mut new_id,
-                },
-            );
-            if !result.entries.is_empty() {
-                if self.backend.append(id, &result.entries).await? == Append::Race {
+            let mut entries: Vec<LogEntry> = Vec::new();
+            let mut outcomes = Vec::with_capacity(requests.len());
+            for request in requests {
+                let mut history = self.undo_history(id, request).await?;
+                // `undo` may reach ops committed earlier in this group.
+                if has_undo(request) {
+                    for entry in &entries {
+                        if let Some(undone) = entry.undo_of {
+                            history.mark_undone(undone);
+                        }
+                        history.insert(entry.clone());
+                    }
+                }
+                let prev_version = loaded.canvas.version();
+                let result = apply_batch(
+                    &mut loaded.canvas,
+                    &Batch {
+                        actor: &request.actor,
+                        client_id: &request.client_id,
+                        if_match: request.if_match,
+                        ops: &request.ops,
+                        now,
+                    },
+                    &mut Env {
+                        limits: &self.config.limits,
+                        history: &history,
+                        already_applied: &|op_id| known.contains_key(op_id),
+                        new_id: &mut new_id,
+                    },
+                );
+                let mut outcome = CommitOutcome {
+                    prev_version,
+                    attempts: attempt,
+                    ..CommitOutcome::default()
+                };
+                for (op, o) in request.ops.iter().zip(result.outcomes) {
+                    match o {
+                        OpOutcome::Applied(_) => {}
+                        OpOutcome::AlreadyApplied => {
+                            outcome.replayed.extend(known.get(&op.op_id).cloned())
+                        }
+                        OpOutcome::Refused(conflict) => outcome.refused.push(conflict),
+                    }
+                }
+                for entry in &result.entries {
+                    known.insert(entry.op_id.clone(), entry.clone());
+                }
+                entries.extend(result.entries.iter().cloned());
+                outcome.applied = result.entries;
+                outcomes.push(outcome);
+            }
+            if !entries.is_empty() {
+                let flow = loaded.canvas.to_flow(loaded.created_at, now);
+                let every = self.config.snapshot_every.max(1);
+                let checkpoint = group_start / every != flow.version / every;
+                let append = self
+                    .backend
+                    .commit(id, &entries, &flow, loaded.snapshot_version, checkpoint)
+                    .await?;
+                if append == Append::Race {
                     tracing::debug!(flow_id = %id, attempt, "lost the commit race; retrying");
                     backoff(attempt).await;
                     continue;
                 }
-                let flow = loaded.canvas.to_flow(loaded.created_at, now);
-                // Losing this race is fine: a later writer folded these entries already.
-                self.backend.advance(&flow, loaded.snapshot_version).await?;
-                let every = self.config.snapshot_every.max(1);
-                if prev_version / every != flow.version / every {
-                    self.backend.put_checkpoint(&flow).await?;
-                }
             }
-            let mut outcome = CommitOutcome {
-                prev_version,
-                attempts: attempt,
-                ..CommitOutcome::default()
-            };
-            let mut logged = logged;
-            for (op, o) in request.ops.iter().zip(result.outcomes) {
-                match o {
-                    OpOutcome::Applied(_) => {}
-                    OpOutcome::AlreadyApplied => outcome.replayed.extend(logged.remove(&op.op_id)),
-                    OpOutcome::Refused(conflict) => outcome.refused.push(conflict),
-                }
-            }
-            outcome.applied = result.entries;
-            return Ok(outcome);
+            return Ok(outcomes);
         }
         Err(StoreError::Contention {
             flow: id.clone(),

@@ -140,6 +140,7 @@ conformance!(
     undo_across_commits,
     executions_lifecycle,
     concurrent_writers_leave_a_gap_free_log,
+    a_group_commit_is_each_request_in_turn,
 );
 
 async fn flows_crud_and_pagination(place: &Place) {
@@ -627,31 +628,43 @@ async fn concurrent_writers_leave_a_gap_free_log(place: &Place) {
                         v
                     })
                     .collect();
-                let req = request(&format!("writer{w}"), ops);
-                let out = loop {
-                    match store.commit(&f, &req).await {
-                        Ok(out) => break out,
+                // Odd writers send each chunk as two requests committed as one group.
+                let requests = if w % 2 == 1 {
+                    let (a, b) = ops.split_at(BATCH / 2);
+                    vec![
+                        request(&format!("writer{w}"), a.to_vec()),
+                        request(&format!("writer{w}"), b.to_vec()),
+                    ]
+                } else {
+                    vec![request(&format!("writer{w}"), ops)]
+                };
+                let outs = loop {
+                    match store.commit_group(&f, &requests).await {
+                        Ok(outs) => break outs,
                         // A client retries a 503 with the same op ids.
                         Err(e) if e.is_transient() => continue,
                         Err(e) => panic!("writer {w}: {e}"),
                     }
                 };
-                for e in out.applied.iter().chain(&out.replayed) {
-                    assert!(
-                        outcomes
-                            .insert(e.op_id.to_string(), Ok(e.version))
-                            .is_none(),
-                        "{} twice",
-                        e.op_id
-                    );
-                    base = Some(e.version);
-                }
-                for c in &out.refused {
-                    assert!(
-                        outcomes
-                            .insert(c.op_id.to_string(), Err(c.reason))
-                            .is_none()
-                    );
+                assert_eq!(outs.len(), requests.len(), "one outcome per request");
+                for out in outs {
+                    for e in out.applied.iter().chain(&out.replayed) {
+                        assert!(
+                            outcomes
+                                .insert(e.op_id.to_string(), Ok(e.version))
+                                .is_none(),
+                            "{} twice",
+                            e.op_id
+                        );
+                        base = Some(e.version);
+                    }
+                    for c in &out.refused {
+                        assert!(
+                            outcomes
+                                .insert(c.op_id.to_string(), Err(c.reason))
+                                .is_none()
+                        );
+                    }
                 }
             }
             outcomes
@@ -692,6 +705,87 @@ async fn concurrent_writers_leave_a_gap_free_log(place: &Place) {
     }
     let flow = setup.get_flow(&f).await.unwrap().unwrap();
     assert_eq!(Canvas::from_flow(flow).unwrap(), replay(&f, &log));
+}
+
+/// Requests committed as one group: each sees the state the ones before it left, its
+/// refusals touch only its own ops, an op id repeated in the group or already logged
+/// applies once, and the log is what committing them one by one would have written.
+async fn a_group_commit_is_each_request_in_turn(place: &Place) {
+    let store = place.open(StoreConfig::default()).await;
+    let f = new_flow(&store, "group").await;
+    let with_if_match = |mut r: CommitRequest, v: u64| {
+        r.if_match = Some(v);
+        r
+    };
+    let group = vec![
+        request("a", vec![add("a1", "n1"), add("a2", "n2")]),
+        // Stale: the flow is at 2 once the first request applied.
+        with_if_match(request("b", vec![mv("b1", "n1", 5)]), 0),
+        // Current in the group's order.
+        with_if_match(request("c", vec![mv("c1", "n1", 7)]), 2),
+        // A missing node: this request's rest is skipped, no other request is touched.
+        request("d", vec![mv("d1", "nope", 1), mv("d2", "n2", 1)]),
+        // The first request's op id again: reported with its version, not applied again.
+        request("a", vec![add("a1", "n1"), mv("e1", "n2", 9)]),
+        // The same op id twice across requests of one group.
+        request("f", vec![mv("f1", "n1", 11)]),
+        request("f", vec![mv("f1", "n1", 11)]),
+    ];
+    let outs = store.commit_group(&f, &group).await.unwrap();
+    assert_eq!(outs.len(), group.len());
+    let applied = |i: usize| -> Vec<(String, u64)> {
+        outs[i]
+            .applied
+            .iter()
+            .map(|e| (e.op_id.to_string(), e.version))
+            .collect()
+    };
+    let reasons =
+        |i: usize| -> Vec<ConflictReason> { outs[i].refused.iter().map(|c| c.reason).collect() };
+    assert_eq!(applied(0), [("a1".into(), 1), ("a2".into(), 2)]);
+    assert_eq!(outs[0].prev_version, 0);
+    assert_eq!(reasons(1), [ConflictReason::VersionMismatch]);
+    assert_eq!(applied(2), [("c1".into(), 3)]);
+    assert_eq!(outs[2].prev_version, 2);
+    assert_eq!(
+        reasons(3),
+        [ConflictReason::NotFound, ConflictReason::Skipped]
+    );
+    assert_eq!(outs[4].replayed.len(), 1);
+    assert_eq!(outs[4].replayed[0].version, 1);
+    assert_eq!(applied(4), [("e1".into(), 4)]);
+    assert_eq!(applied(5), [("f1".into(), 5)]);
+    assert!(outs[6].applied.is_empty());
+    assert_eq!(outs[6].replayed[0].version, 5);
+
+    let log = store.history(&f, 0, 100).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.op_id.to_string(), e.version))
+            .collect::<Vec<_>>(),
+        [
+            ("a1".into(), 1),
+            ("a2".into(), 2),
+            ("c1".into(), 3),
+            ("e1".into(), 4),
+            ("f1".into(), 5)
+        ]
+    );
+    let flow = store.get_flow(&f).await.unwrap().unwrap();
+    assert_eq!(Canvas::from_flow(flow).unwrap(), replay(&f, &log));
+
+    // Retried as a whole later: every applied op is replayed, nothing applies again.
+    let again = store.commit_group(&f, &group[..1]).await.unwrap();
+    assert!(again[0].applied.is_empty());
+    assert_eq!(again[0].replayed.len(), 2);
+    // `undo` reaches an op committed earlier in the same group.
+    let undo = vec![
+        request("u", vec![mv("u1", "n2", 42)]),
+        request("u", vec![json!({"op_id": "u2", "type": "undo"})]),
+    ];
+    let outs = store.commit_group(&f, &undo).await.unwrap();
+    assert_eq!(outs[1].applied.len(), 1, "{:?}", outs[1].refused);
+    assert_eq!(outs[1].applied[0].undo_of, Some(6));
 }
 
 #[tokio::test]

@@ -82,7 +82,7 @@ pub struct Cluster {
 }
 
 /// A service binary built by `cargo test` next to the test binaries.
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let path = exe
         .parent()

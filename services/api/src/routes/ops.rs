@@ -7,13 +7,13 @@ use flowsync_store::CommitRequest;
 use serde_json::json;
 
 use super::{flow_id, read_body};
-use crate::announce;
 use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-/// Commits the ops, announces every result (`SYNC_CANVAS`, `CONFLICT`) on the bus, then
-/// answers `202` with the accepted op ids. Refusals are results, not errors: they travel
+/// Commits the ops (with whatever else waits for the flow: [`crate::commits`]), announces
+/// every result (`SYNC_CANVAS`, `CONFLICT`) on the bus, then answers `202` with the
+/// accepted op ids. Refusals are results, not errors: they travel
 /// only on the bus (DESIGN §1.2).
 #[tracing::instrument(skip_all, fields(flow_id = %path.as_str()))]
 pub(super) async fn post(
@@ -46,7 +46,9 @@ pub(super) async fn post(
         ops: request.ops,
     };
     let timer = state.metrics.commit_seconds.start_timer();
-    let outcome = state.store.commit(&id, &commit).await?;
+    // Durable and announced when this returns. If announcing failed the client gets 503
+    // and retries the same op ids, which re-announces them (DESIGN §4).
+    let outcome = state.commits.commit(&id, commit).await?;
     timer.observe_duration();
     let m = &state.metrics;
     m.commit_retries
@@ -60,9 +62,6 @@ pub(super) async fn post(
     for refusal in &outcome.refused {
         m.ops.with_label_values(&[refusal.reason.as_str()]).inc();
     }
-    // Durable now. If announcing fails the client gets 503 and retries the same op ids,
-    // which re-announces them (DESIGN §4).
-    announce::outcome(&*state.bus, &id, &commit.actor, &commit.client_id, &outcome).await?;
     Ok(HttpResponse::Accepted().json(json!({"accepted": accepted})))
 }
 
