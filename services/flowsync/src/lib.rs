@@ -94,7 +94,9 @@ impl System {
         };
         flowsync_config::check_exposure(&settings.listen, &settings.auth)?;
         let backends = Backends::open(&settings).await?;
-        requeue_unfinished(&backends).await?;
+        // The in-process queue starts empty: executions a previous run left queued or
+        // running are queued again (the runner keeps nodes that already succeeded).
+        flowsync_runner::requeue(&backends.store, &*backends.jobs, true).await?;
         Self::with_backends(&settings, backends).await
     }
 
@@ -226,26 +228,6 @@ async fn metrics(
             ]
             .concat(),
         )
-}
-
-/// The in-process job queue starts empty: executions a previous run left `queued` or
-/// `running` are queued again (the runner keeps nodes that already succeeded).
-async fn requeue_unfinished(backends: &Backends) -> anyhow::Result<()> {
-    const MOST: usize = 100_000;
-    let unfinished = backends.store.unfinished_executions(MOST).await?;
-    if unfinished.len() == MOST {
-        tracing::warn!("{MOST} unfinished executions queued again; any more wait for a restart");
-    }
-    for (flow, execution) in &unfinished {
-        backends.jobs.enqueue(flow, execution).await?;
-    }
-    if !unfinished.is_empty() {
-        tracing::info!(
-            count = unfinished.len(),
-            "unfinished executions queued again"
-        );
-    }
-    Ok(())
 }
 
 /// `GET /v1/flows/{id}/events` on a connection the API already serves (a browser reusing a

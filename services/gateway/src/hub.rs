@@ -391,8 +391,8 @@ async fn run(hubs: Arc<Hubs>, hub: Arc<Hub>, mut sub: Subscription) {
                 return;
             }
             Err(e) => {
-                // History could not be read to fill a gap: the gap is detected again at the
-                // next live event; meanwhile do not spin.
+                // History could not be read to fill a gap or check it after a reconnect:
+                // the subscription keeps the check and tries again; meanwhile do not spin.
                 tracing::warn!(flow_id = %hub.flow, error = %e, "bus read failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -16,4 +16,40 @@ pub mod kinds;
 pub mod plan;
 pub mod runner;
 
-pub use runner::{Outcome, Runner, RunnerConfig};
+pub use runner::{Outcome, Runner, RunnerConfig, RunnerError};
+
+/// Queues again the executions the store has `queued` (and with `running_too`, those
+/// `running`): when a job queue started empty (the one binary's, in memory) or Redis lost
+/// its data. The store is the truth; the runner keeps nodes that already succeeded. Without
+/// `running_too`, a running execution's runner is presumed alive and finishes it.
+pub async fn requeue(
+    store: &flowsync_store::Store,
+    jobs: &dyn flowsync_bus::jobs::JobQueue,
+    running_too: bool,
+) -> Result<usize, RunnerError> {
+    const MOST: usize = 100_000;
+    let unfinished = store.unfinished_executions(MOST).await?;
+    if unfinished.len() == MOST {
+        tracing::warn!("{MOST} unfinished executions queued again; any more wait for a restart");
+    }
+    // Jobs still in the queue are not queued twice (two runners would run one execution).
+    let present = jobs.queued_executions().await?;
+    let mut queued = 0;
+    for (flow, execution) in &unfinished {
+        if present.contains(execution) {
+            continue;
+        }
+        if !running_too {
+            let status = store.execution(execution).await?.map(|e| e.status);
+            if status != Some(flowsync_protocol::ExecutionStatus::Queued) {
+                continue;
+            }
+        }
+        jobs.enqueue(flow, execution).await?;
+        queued += 1;
+    }
+    if queued > 0 {
+        tracing::info!(count = queued, "unfinished executions queued again");
+    }
+    Ok(queued)
+}

@@ -137,9 +137,14 @@ impl Runner {
         }
     }
 
-    /// The next job, waiting up to the poll time.
+    /// The next job, waiting up to the poll time. When the queue was lost and made anew
+    /// (Redis lost its data), the store's queued executions are queued again first.
     async fn take(&self) -> Result<Option<Job>, RunnerError> {
-        Ok(self.jobs.take(&self.id, self.config.poll).await?)
+        let job = self.jobs.take(&self.id, self.config.poll).await;
+        if self.jobs.take_lost() {
+            crate::requeue(&self.store, &*self.jobs, false).await?;
+        }
+        Ok(job?)
     }
 
     /// Runs a taken job to its end and acknowledges it.

@@ -6,7 +6,7 @@
 //! Redis: a stream `jobs` with a consumer group `runners` (`XREADGROUP`, `XAUTOCLAIM` for
 //! idle jobs, `XACK`). In process: a queue and a pending map, for the one-binary mode.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +66,19 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
 
     /// The job is done (whatever its outcome): it is never handed out again.
     async fn ack(&self, job: &Job) -> Result<(), BusError>;
+
+    /// True once after this queue found itself lost and made it anew (Redis restarted
+    /// without its data): jobs queued before are gone, and the executions the store still
+    /// has queued must be queued again (`flowsync_runner::requeue`).
+    fn take_lost(&self) -> bool {
+        false
+    }
+
+    /// The executions of the jobs in the queue now (taken or not), so that queuing again
+    /// after a loss adds only what is missing.
+    async fn queued_executions(&self) -> Result<HashSet<ExecutionId>, BusError> {
+        Ok(HashSet::new())
+    }
 }
 
 /// The in-process queue.
@@ -185,8 +198,12 @@ pub struct RedisJobs {
     blocking: Arc<tokio::sync::Mutex<redis::aio::ConnectionManager>>,
     key: String,
     idle_timeout: Duration,
-    /// The consumer group exists (created on first use).
-    group: Arc<tokio::sync::OnceCell<()>>,
+    /// The consumer group is known to exist (cleared when Redis says it does not).
+    group: Arc<std::sync::atomic::AtomicBool>,
+    /// This queue created the group: whatever was queued before is lost.
+    lost: Arc<std::sync::atomic::AtomicBool>,
+    /// Ends the short commands' connection keepalive when the last clone goes.
+    _alive: Arc<()>,
 }
 
 impl fmt::Debug for RedisJobs {
@@ -198,8 +215,9 @@ impl fmt::Debug for RedisJobs {
 const GROUP: &str = "runners";
 
 impl RedisJobs {
-    /// A queue in Redis at `url` (connected lazily: a process that never takes or
-    /// enqueues a job holds no connection); the stream and group are created on first use.
+    /// A queue in Redis at `url`; the stream is created by the first enqueue, the group by
+    /// the first runner's take. Its short-command connection is kept alive (pinged), so a
+    /// Redis restart is noticed before a request needs it.
     pub fn connect(url: &str, namespace: &str, config: &JobsConfig) -> Result<Self, BusError> {
         let client = redis::Client::open(url).map_err(crate::redis::unavailable)?;
         let manager = |response: Duration| {
@@ -219,34 +237,58 @@ impl RedisJobs {
             manager(Duration::from_secs(75)),
         )
         .map_err(crate::redis::unavailable)?;
+        let alive = Arc::new(());
+        tokio::spawn(crate::redis::keepalive(
+            conn.clone(),
+            Arc::downgrade(&alive),
+        ));
         Ok(Self {
+            _alive: alive,
             conn,
             blocking: Arc::new(tokio::sync::Mutex::new(blocking)),
             key: format!("{namespace}jobs"),
             idle_timeout: config.idle_timeout,
             group: Arc::default(),
+            lost: Arc::default(),
         })
     }
 
-    /// Creates the stream and its consumer group once.
+    /// Creates the stream and its consumer group unless known to exist. Only runners do
+    /// (the API's `XADD` makes the stream): a runner that creates the group — on a fresh
+    /// Redis, or one that lost its data — flags the queue lost, so the store's queued
+    /// executions are queued again; one that finds it (`BUSYGROUP`) does not.
     async fn ensure_group(&self) -> Result<(), BusError> {
-        self.group
-            .get_or_try_init(|| async {
-                let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&self.key)
-                    .arg(GROUP)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query_async(&mut self.conn.clone())
-                    .await;
-                match created {
-                    Err(e) if e.code() != Some("BUSYGROUP") => Err(crate::redis::unavailable(e)),
-                    _ => Ok(()),
-                }
-            })
-            .await
-            .map(drop)
+        use std::sync::atomic::Ordering;
+        if self.group.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.key)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn.clone())
+            .await;
+        match created {
+            Ok(()) => self.lost.store(true, Ordering::Release),
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(crate::redis::unavailable(e)),
+        }
+        self.group.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Maps a Redis error; `NOGROUP` (Redis lost the group) makes the next call create it.
+    fn failed(&self, e: redis::RedisError) -> BusError {
+        if e.code() == Some("NOGROUP") {
+            tracing::warn!(
+                "the job queue's consumer group is gone (Redis lost its data); making it again"
+            );
+            self.group
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+        crate::redis::unavailable(e)
     }
 
     /// A job from a stream entry's fields.
@@ -267,7 +309,6 @@ impl RedisJobs {
 #[async_trait]
 impl JobQueue for RedisJobs {
     async fn enqueue(&self, flow: &FlowId, execution: &ExecutionId) -> Result<(), BusError> {
-        self.ensure_group().await?;
         redis::cmd("XADD")
             .arg(&self.key)
             .arg("*")
@@ -294,7 +335,7 @@ impl JobQueue for RedisJobs {
             .arg(1)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(crate::redis::unavailable)?;
+            .map_err(|e| self.failed(e))?;
         if let Some(entry) = claimed.claimed.into_iter().next() {
             return Ok(Self::job(entry.id, &entry.map, true));
         }
@@ -312,7 +353,7 @@ impl JobQueue for RedisJobs {
             .arg(">")
             .query_async(&mut *self.blocking.lock().await)
             .await
-            .map_err(crate::redis::unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(reply
             .and_then(|r| r.keys.into_iter().next())
             .and_then(|k| k.ids.into_iter().next())
@@ -331,7 +372,7 @@ impl JobQueue for RedisJobs {
             .query_async::<Vec<String>>(&mut self.conn.clone())
             .await
             .map(drop)
-            .map_err(crate::redis::unavailable)
+            .map_err(|e| self.failed(e))
     }
 
     async fn ack(&self, job: &Job) -> Result<(), BusError> {
@@ -347,6 +388,26 @@ impl JobQueue for RedisJobs {
             .ignore()
             .query_async::<()>(&mut self.conn.clone())
             .await
-            .map_err(crate::redis::unavailable)
+            .map_err(|e| self.failed(e))
+    }
+
+    fn take_lost(&self) -> bool {
+        self.lost.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    async fn queued_executions(&self) -> Result<HashSet<ExecutionId>, BusError> {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(entries
+            .ids
+            .iter()
+            .filter_map(|entry| Self::job(entry.id.clone(), &entry.map, false))
+            .map(|job| job.execution)
+            .collect())
     }
 }

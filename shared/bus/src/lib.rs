@@ -314,6 +314,12 @@ pub struct Subscription {
     last: Option<Position>,
     /// Events fetched from history, waiting to be delivered before live ones.
     pending: VecDeque<Arc<Message>>,
+    /// The last sequenced event delivered: after a reconnect, history must still hold
+    /// this very event at its position, or the bus lost (and may have reused) positions.
+    delivered: Option<Arc<Message>>,
+    /// A reconnect (or a lag) whose check of history has not succeeded yet: `next` tries
+    /// again before anything else, so a failed history read never loses the check.
+    unchecked: bool,
     /// Repair counters shared with the bus.
     stats: Arc<RepairStats>,
     /// History page size for repairs.
@@ -346,6 +352,8 @@ impl Subscription {
             history,
             last: None,
             pending: VecDeque::new(),
+            delivered: None,
+            unchecked: false,
             stats,
             page: 1000,
             _guard: guard,
@@ -380,11 +388,23 @@ impl Subscription {
         Ok(false)
     }
 
-    /// The next item; `None` when the bus shut down.
+    /// The next item; `None` when the bus shut down. An error (history could not be
+    /// read) leaves the subscription as it was: the next call tries again.
     pub async fn next(&mut self) -> Result<Option<Item>, BusError> {
         loop {
             if let Some(m) = self.pending.pop_front() {
+                if m.position.is_some() {
+                    self.delivered = Some(m.clone());
+                }
                 return Ok(Some(Item::Message(m)));
+            }
+            if self.unchecked {
+                let item = self.check().await?;
+                self.unchecked = false;
+                if let Some(item) = item {
+                    return Ok(Some(item));
+                }
+                continue;
             }
             let signal = match self.rx.recv().await {
                 Ok(signal) => signal,
@@ -394,9 +414,7 @@ impl Subscription {
             };
             let message = match signal {
                 Signal::Reconnected => {
-                    if !self.fill(None).await? {
-                        return Ok(Some(self.gone(None).await?));
-                    }
+                    self.unchecked = true;
                     continue;
                 }
                 Signal::Message(m) => m,
@@ -430,10 +448,37 @@ impl Subscription {
         }
     }
 
+    /// After a reconnect or a lag: the last delivered event must still be in history at
+    /// its position (a restarted bus may have lost it, and even reused its position for
+    /// another event), then what came after it is filled in. `Gone` when not.
+    async fn check(&mut self) -> Result<Option<Item>, BusError> {
+        if let Some(delivered) = &self.delivered
+            && let Some(at) = &delivered.position
+        {
+            let same = match self
+                .history
+                .history(&self.flow, &at.epoch, at.seq - 1, 1)
+                .await?
+            {
+                Replay::Events(events) => events.first().is_some_and(|m| m.json == delivered.json),
+                Replay::Gone => false,
+            };
+            if !same {
+                return self.gone(None).await.map(Some);
+            }
+        }
+        if self.fill(None).await? {
+            Ok(None)
+        } else {
+            self.gone(None).await.map(Some)
+        }
+    }
+
     /// Reports a gap history cannot fill and restarts after `message` (or at the head).
     async fn gone(&mut self, message: Option<Arc<Message>>) -> Result<Item, BusError> {
         self.stats.gone.fetch_add(1, Ordering::Relaxed);
         self.pending.clear();
+        self.delivered = None;
         match message {
             Some(m) => {
                 self.last = m.position.clone();

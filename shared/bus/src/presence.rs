@@ -146,6 +146,8 @@ pub struct RedisPresence {
     conn: redis::aio::ConnectionManager,
     namespace: String,
     ttl: Duration,
+    /// Ends the connection's keepalive when the last clone goes.
+    _alive: std::sync::Arc<()>,
 }
 
 impl fmt::Debug for RedisPresence {
@@ -179,10 +181,16 @@ impl RedisPresence {
             .set_number_of_retries(1);
         let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config)
             .map_err(crate::redis::unavailable)?;
+        let alive = std::sync::Arc::new(());
+        tokio::spawn(crate::redis::keepalive(
+            conn.clone(),
+            std::sync::Arc::downgrade(&alive),
+        ));
         Ok(Self {
             conn,
             namespace: namespace.to_owned(),
             ttl: config.ttl,
+            _alive: alive,
         })
     }
 

@@ -519,3 +519,44 @@ async fn redis_restart_is_reported_never_silent() {
     assert_eq!(chunk_of(&item), "after");
     assert_eq!(sub.position(), Some(&fresh));
 }
+
+/// A Redis that keeps its data (AOF, `appendfsync always`) killed under a subscriber: no
+/// `Gone` — the last delivered event is still in history where it was — and every event
+/// published after the restart arrives in order, none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_that_keeps_its_data_loses_no_live_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = flowsync_testkit::RedisServer::start_persistent(dir.path());
+    let bus = RedisBus::connect(&server.url(), BusConfig::default()).unwrap();
+    let mut connections = bus.connections();
+    let f = flow("kept");
+    let mut sub = bus.subscribe(&f).await.unwrap();
+    for i in 1..=3 {
+        bus.publish(&event(&f, &format!("e{i}"))).await.unwrap();
+    }
+    for want in 1..=3 {
+        assert_eq!(seq(&next(&mut sub).await), want);
+    }
+    let before = *connections.borrow_and_update();
+    server.kill9();
+    server.restart();
+    tokio::time::timeout(PATIENCE, connections.wait_for(|n| *n > before))
+        .await
+        .expect("the subscriber reconnects")
+        .unwrap();
+    for i in 4..=6 {
+        // A publish on a connection not yet replaced fails (503 at the API), never lies.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while bus.publish(&event(&f, &format!("e{i}"))).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no publish after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for want in 4..=6 {
+        let item = next(&mut sub).await;
+        assert_eq!((seq(&item), chunk_of(&item)), (want, format!("e{want}")));
+    }
+}

@@ -128,3 +128,45 @@ async fn a_runner_that_touches_its_job_keeps_it() {
         a.ack(&job).await.unwrap();
     }
 }
+
+/// Redis restarted without its data: the runner's next takes make the consumer group
+/// again (not `NOGROUP` for ever), the queue reports itself lost once — so the store's
+/// queued executions are queued again — and lists what it holds, so none is queued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_redis_lost_is_made_again_and_reported_lost_once() {
+    let mut server = flowsync_testkit::RedisServer::start();
+    let config = JobsConfig {
+        idle_timeout: Duration::from_secs(60),
+    };
+    let queue = RedisJobs::connect(&server.url(), "lost:", &config).unwrap();
+    let (f, e) = ids("before");
+    queue.enqueue(&f, &e).await.unwrap();
+    assert!(queue.take("r1", PATIENCE).await.unwrap().is_some());
+    assert!(queue.take_lost(), "the first runner made the group");
+    assert!(!queue.take_lost(), "reported once");
+    assert_eq!(
+        queue.queued_executions().await.unwrap(),
+        [e.clone()].into(),
+        "a taken job is still in the queue until acknowledged"
+    );
+
+    server.kill9();
+    server.wipe();
+    server.restart();
+    let (f, late) = ids("after");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let job = loop {
+        // The API's enqueue makes the stream, the take finds no group and makes it.
+        let _ = queue.enqueue(&f, &late).await;
+        if let Ok(Some(job)) = queue.take("r1", Duration::from_millis(100)).await {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no job after the restart"
+        );
+    };
+    assert_eq!(job.execution, late);
+    assert!(queue.take_lost(), "the loss is reported");
+    assert!(!queue.queued_executions().await.unwrap().contains(&e));
+}

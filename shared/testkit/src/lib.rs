@@ -129,6 +129,10 @@ pub struct RedisServer {
     child: Child,
     /// False once [`kill`](Self::kill) stopped it (so dropping it leaves the port alone).
     running: bool,
+    /// With persistence: the directory of its append-only file (fsynced on every write).
+    dir: Option<PathBuf>,
+    /// The server's own pid (the child is its watchdog shell), for `kill -9`.
+    pid: u32,
 }
 
 impl RedisServer {
@@ -139,33 +143,60 @@ impl RedisServer {
 
     /// Starts a `redis-server` on `port`.
     pub fn start_on(port: u16) -> Self {
+        Self::launch(port, None)
+    }
+
+    /// Starts a `redis-server` on a free port that keeps its data in an append-only file
+    /// under `dir`, fsynced on every write (compose runs Redis with `appendonly yes`): a
+    /// [`kill9`](Self::kill9) and [`restart`](Self::restart) keep every key.
+    pub fn start_persistent(dir: &std::path::Path) -> Self {
+        Self::launch(free_port(), Some(dir.to_owned()))
+    }
+
+    fn launch(port: u16, dir: Option<PathBuf>) -> Self {
         let program = "redis-server";
         if Command::new(program).arg("--version").output().is_err() {
             panic!(
                 "redis-server is not installed: run ./scripts/test, which installs it (apt-get install redis-server)"
             );
         }
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--port",
             &port.to_string(),
             "--bind",
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut child = spawn_guarded(program, &args);
+        match &dir {
+            Some(dir) => args.extend([
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "always".into(),
+                "--dir".into(),
+                dir.to_string_lossy().into_owned(),
+            ]),
+            None => args.extend(["--appendonly".into(), "no".into()]),
+        }
+        args.extend(["--daemonize".into(), "no".into()]);
+        let pid_file = std::env::temp_dir().join(unique_name("redis-pid"));
+        let mut child = spawn_watched(program, &args, &[], Some(&pid_file));
         wait_for_port(port, "redis-server", &mut child);
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .expect("the watchdog wrote the server's pid");
+        let _ = std::fs::remove_file(&pid_file);
         Self {
             port,
             child,
             running: true,
+            dir,
+            pid,
         }
     }
 
@@ -190,11 +221,40 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port (empty).
+    /// `kill -9` of the server: it dies at once (a persistent one keeps what it fsynced).
+    pub fn kill9(&mut self) {
+        if !std::mem::replace(&mut self.running, false) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Removes a persistent server's data while it is stopped: its restart is empty.
+    pub fn wipe(&mut self) {
+        assert!(!self.running, "stop the server before wiping its data");
+        if let Some(dir) = &self.dir {
+            for entry in std::fs::read_dir(dir)
+                .expect("the data directory")
+                .flatten()
+            {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+    }
+
+    /// Starts the server again on the same port: empty, or with its data when persistent.
     pub fn restart(&mut self) {
         assert!(!self.running, "kill the server before restarting it");
         // The old instance is stopped, so dropping it leaves the new server alone.
-        *self = Self::start_on(self.port);
+        *self = Self::launch(self.port, self.dir.clone());
     }
 }
 

@@ -101,8 +101,12 @@ impl Cluster {
     /// Starts Redis, a MongoDB, and the services of `shape`, each waiting until it serves.
     /// `extra` settings go to every service (e.g. `FLOWSYNC_JOBS__IDLE_TIMEOUT`).
     pub fn start(shape: Shape, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_redis(shape, extra, RedisServer::start())
+    }
+
+    /// Like [`start`](Self::start), on a Redis of the caller's (e.g. a persistent one).
+    pub fn start_with_redis(shape: Shape, extra: &[(&str, &str)], redis: RedisServer) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let redis = RedisServer::start();
         let mongo = flowsync_testkit::MongoServer::start_in(dir.path());
         let mongo_uri = match &mongo {
             Some(m) => m.uri(),

@@ -75,19 +75,34 @@ pub(super) async fn start(
             .collect(),
     };
     state.store.create_execution(&execution).await?;
-    state.jobs.enqueue(&id, &execution.id).await?;
-    state
-        .bus
-        .publish(&announce::event(
-            &id,
-            &caller.actor,
-            EventBody::ExecutionUpdate(ExecutionUpdate::of_execution(
-                execution.id.clone(),
-                ExecutionStatus::Queued,
-                None,
-            )),
-        ))
-        .await?;
+    if let Err(e) = state.jobs.enqueue(&id, &execution.id).await {
+        // Not queued (or not known to be): the execution fails in the store, so it is not
+        // left `queued` for ever, and a runner that gets the job anyway finds it finished.
+        // The caller's retry (on the 503) starts a new one.
+        let why = format!("could not be queued: {e}");
+        if let Err(e) = state
+            .store
+            .set_execution_status(&execution.id, ExecutionStatus::Failed, Some(&why))
+            .await
+        {
+            tracing::warn!(execution = %execution.id, error = %e, "could not fail an unqueued execution");
+        }
+        return Err(e.into());
+    }
+    // Queued: the runner will run it and announce its progress. A lost announcement of
+    // `queued` is logged, not answered with a 503 (a retry would run the flow twice).
+    let queued = announce::event(
+        &id,
+        &caller.actor,
+        EventBody::ExecutionUpdate(ExecutionUpdate::of_execution(
+            execution.id.clone(),
+            ExecutionStatus::Queued,
+            None,
+        )),
+    );
+    if let Err(e) = state.bus.publish(&queued).await {
+        tracing::warn!(execution = %execution.id, error = %e, "the queued execution was not announced");
+    }
     Ok(HttpResponse::Accepted().json(json!({"execution_id": execution.id})))
 }
 
