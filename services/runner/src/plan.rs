@@ -178,28 +178,49 @@ fn on_cycle(
     at
 }
 
+/// A node's output would pass `runner.max_output_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("output_too_large: the output passed {max} bytes (runner.max_output_bytes)")]
+pub struct TooLarge {
+    /// The bound.
+    pub max: usize,
+}
+
 /// Renders `{{id}}` placeholders with upstream outputs: a string output as is, any other
-/// JSON as its text. A placeholder naming no output is left as written.
-pub fn render(template: &str, outputs: &HashMap<NodeId, Value>) -> String {
-    let mut out = String::with_capacity(template.len());
+/// JSON as its text. A placeholder naming no output is left as written. Stops as soon as
+/// the text would pass `max` bytes (chained templates that each double their input would
+/// otherwise need memory exponential in the chain's length).
+pub fn render(
+    template: &str,
+    outputs: &HashMap<NodeId, Value>,
+    max: usize,
+) -> Result<String, TooLarge> {
+    let mut out = String::with_capacity(template.len().min(max));
+    let push = |out: &mut String, s: &str| {
+        if out.len() + s.len() > max {
+            return Err(TooLarge { max });
+        }
+        out.push_str(s);
+        Ok(())
+    };
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
+        push(&mut out, &rest[..start])?;
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
+            push(&mut out, &rest[start..])?;
+            return Ok(out);
         };
         let name = after[..end].trim();
         match NodeId::parse(name).ok().and_then(|id| outputs.get(&id)) {
-            Some(Value::String(s)) => out.push_str(s),
-            Some(v) => out.push_str(&v.to_string()),
-            None => out.push_str(&rest[start..start + 2 + end + 2]),
+            Some(Value::String(s)) => push(&mut out, s)?,
+            Some(v) => push(&mut out, &v.to_string())?,
+            None => push(&mut out, &rest[start..start + 2 + end + 2])?,
         }
         rest = &after[end + 2..];
     }
-    out.push_str(rest);
-    out
+    push(&mut out, rest)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -276,8 +297,19 @@ mod tests {
     fn templates_render_upstream_outputs() {
         let outputs = HashMap::from([(id("n1"), json!("world")), (id("n2"), json!({"k": 1}))]);
         assert_eq!(
-            render("Hello {{n1}}, {{ n2 }} {{missing}} {{", &outputs),
+            render("Hello {{n1}}, {{ n2 }} {{missing}} {{", &outputs, 1000).unwrap(),
             "Hello world, {\"k\":1} {{missing}} {{"
         );
+    }
+
+    #[test]
+    fn a_render_stops_at_its_bound() {
+        let outputs = HashMap::from([(id("t"), json!("x".repeat(600)))]);
+        assert_eq!(render("{{t}}", &outputs, 600).unwrap().len(), 600);
+        assert_eq!(
+            render("{{t}}{{t}}", &outputs, 1000),
+            Err(TooLarge { max: 1000 })
+        );
+        assert_eq!(render("abc", &outputs, 2), Err(TooLarge { max: 2 }));
     }
 }

@@ -21,7 +21,19 @@ pub use flowsync_config::RunnerConfig;
 
 use crate::health::Health;
 use crate::kinds::{LogSink, NodeInput, NodeKind, builtins};
-use crate::plan::Plan;
+use crate::plan::{Plan, TooLarge};
+
+/// The longest wait between two attempts of a node.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The bytes of a node's output: a string's own, any other value's JSON.
+fn output_bytes(output: &Value) -> usize {
+    match output {
+        Value::String(s) => s.len(),
+        Value::Null => 0,
+        other => serde_json::to_vec(other).map_or(usize::MAX, |v| v.len()),
+    }
+}
 
 /// What a runner fails on: its backends (the job stays unacknowledged and is retried).
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +93,7 @@ impl Runner {
     ) -> Self {
         Self {
             id: format!("runner-{}", uuid::Uuid::new_v4().simple()),
-            kinds: Arc::new(builtins(config.llm.clone())),
+            kinds: Arc::new(builtins(&config)),
             health: Arc::new(Health::new(config.poll.max(config.touch_every))),
             store,
             bus,
@@ -106,26 +118,93 @@ impl Runner {
     }
 
     /// Runs jobs until `stop` resolves: it stops waiting for a job at once, and finishes
-    /// the job it runs first (a rollout does not hand it to another runner half done).
+    /// the jobs it runs first (a rollout does not hand them to another runner half done).
+    ///
+    /// Up to `max_executions` run at once, at most `max_executions_per_flow` of one flow:
+    /// a job of a flow at its cap goes back to the queue's tail (queued again, then
+    /// acknowledged), so other flows' jobs are taken before it is seen again, and the loop
+    /// waits for one of that flow's executions to end (or the poll time) instead of
+    /// spinning on it.
     pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            self.config.max_executions.max(1),
+        ));
+        let per_flow: Arc<std::sync::Mutex<HashMap<FlowId, usize>>> = Arc::default();
+        let ended = Arc::new(tokio::sync::Notify::new());
+        let mut running = JoinSet::new();
         loop {
+            while running.try_join_next().is_some() {}
+            let slot = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            };
             let taken = tokio::select! {
                 biased;
-                () = &mut stop => return,
+                () = &mut stop => break,
                 taken = self.take() => taken,
             };
-            let result = match taken {
-                Ok(Some(job)) => self.run_job(job).await.map(drop),
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
+            let job = match taken {
+                Ok(Some(job)) => job,
+                Ok(None) => {
+                    self.health.turned(true);
+                    continue;
+                }
+                Err(e) => {
+                    self.health.turned(false);
+                    tracing::warn!(error = %e, "taking a job failed; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             };
-            self.health.turned(result.is_ok());
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "job failed; it will be retried");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            let admitted = {
+                let mut counts = per_flow.lock().unwrap_or_else(|p| p.into_inner());
+                let count = counts.entry(job.flow.clone()).or_default();
+                let admitted = *count < self.config.max_executions_per_flow.max(1);
+                if admitted {
+                    *count += 1;
+                }
+                admitted
+            };
+            if !admitted {
+                let freed = ended.notified();
+                let deferred = async {
+                    self.jobs.enqueue(&job.flow, &job.execution).await?;
+                    self.jobs.ack(&job).await
+                };
+                if let Err(e) = deferred.await {
+                    // Still claimed: it comes back after the idle timeout.
+                    tracing::warn!(error = %e, "a job at its flow's cap was not queued again");
+                }
+                tokio::select! {
+                    () = &mut stop => break,
+                    () = freed => {}
+                    () = tokio::time::sleep(self.config.poll) => {}
+                }
+                continue;
             }
+            let (runner, per_flow, ended) = (self.clone(), per_flow.clone(), ended.clone());
+            running.spawn(async move {
+                let flow = job.flow.clone();
+                let result = runner.run_job(job).await;
+                runner.health.turned(result.is_ok());
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "job failed; it will be retried");
+                }
+                let mut counts = per_flow.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(count) = counts.get_mut(&flow) {
+                    *count -= 1;
+                    if *count == 0 {
+                        counts.remove(&flow);
+                    }
+                }
+                drop(counts);
+                ended.notify_waiters();
+                drop(slot);
+            });
         }
+        while running.join_next().await.is_some() {}
     }
 
     /// Takes one job (waiting up to the poll time) and runs it to its end, keeping it
@@ -207,7 +286,18 @@ impl Runner {
         let flow = flow.expect("checked above");
         let cancel = CancellationToken::new();
         let watcher = tokio::spawn(watch_cancel(sub, job.execution.clone(), cancel.clone()));
-        let result = run.dag(&flow, &plan, &cancel).await;
+        let limit = self.config.execution_timeout;
+        let result = match tokio::time::timeout(limit, run.dag(&flow, &plan, &cancel)).await {
+            Ok(result) => result,
+            // The DAG's node tasks are aborted with it; what they left open is closed.
+            Err(_) => {
+                let why = format!(
+                    "timed out after {} s (runner.execution_timeout)",
+                    limit.as_secs()
+                );
+                run.finish(ExecutionStatus::Failed, Some(why)).await
+            }
+        };
         watcher.abort();
         result
     }
@@ -401,6 +491,8 @@ impl<'r> Run<'r> {
         let mut tasks: JoinSet<(NodeId, Result<Value, String>)> = JoinSet::new();
         let mut started: HashSet<NodeId> = HashSet::new();
         let mut failure: Option<String> = None;
+        let max_total = self.runner.config.max_execution_bytes;
+        let mut total: usize = self.outputs.values().map(output_bytes).sum();
         loop {
             if failure.is_none() && !cancel.is_cancelled() {
                 for id in &plan.order {
@@ -441,7 +533,17 @@ impl<'r> Run<'r> {
                 continue;
             };
             match result {
+                Ok(output) if total + output_bytes(&output) > max_total => {
+                    let error = format!(
+                        "execution_too_large: the outputs passed {max_total} bytes \
+                         (runner.max_execution_bytes)"
+                    );
+                    self.node(&id, NodeStatus::Failed, None, Some(error.clone()))
+                        .await?;
+                    failure.get_or_insert(format!("node {id} failed: {error}"));
+                }
                 Ok(output) => {
+                    total += output_bytes(&output);
                     self.outputs.insert(id.clone(), output.clone());
                     self.node(&id, NodeStatus::Succeeded, Some(output), None)
                         .await?;
@@ -470,6 +572,7 @@ impl<'r> Run<'r> {
         plan: &Plan,
     ) -> impl std::future::Future<Output = (NodeId, Result<Value, String>)> + Send + 'static {
         let kind = self.runner.kinds.get(&node.kind).cloned();
+        let config = self.runner.config.clone();
         let upstream: HashMap<NodeId, Value> = plan.upstream[&node.id]
             .iter()
             .filter_map(|u| self.outputs.get(u).map(|o| (u.clone(), o.clone())))
@@ -490,29 +593,46 @@ impl<'r> Run<'r> {
                     Err(format!("no executor for {:?}", node.kind)),
                 );
             };
+            // A node may lower the runner's bounds, never raise them.
             let timeout = node
                 .data
                 .get("timeout_ms")
                 .and_then(Value::as_u64)
-                .map(Duration::from_millis);
+                .map(Duration::from_millis)
+                .map_or(config.node_timeout, |t| t.min(config.node_timeout));
             let retries = node
                 .data
                 .get("retries")
                 .and_then(Value::as_u64)
-                .unwrap_or(0);
+                .unwrap_or(0)
+                .min(u64::from(config.max_retries));
+            let mut backoff = config.retry_backoff;
             let mut result = Err(String::new());
-            for _attempt in 0..=retries {
+            for attempt in 0..=retries {
+                if attempt > 0 {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
                 let run = kind.run(NodeInput {
                     node: &node,
                     upstream: &upstream,
                     log: &mut log,
+                    max_output: config.max_output_bytes,
                 });
-                result = match timeout {
-                    Some(t) => tokio::time::timeout(t, run)
-                        .await
-                        .unwrap_or_else(|_| Err(format!("timed out after {} ms", t.as_millis()))),
-                    None => run.await,
-                };
+                result = tokio::time::timeout(timeout, run)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out after {} ms", timeout.as_millis())))
+                    .and_then(|output| {
+                        // Whatever the kind (a `delay` passes on all its inputs): bounded.
+                        if output_bytes(&output) > config.max_output_bytes {
+                            Err(TooLarge {
+                                max: config.max_output_bytes,
+                            }
+                            .to_string())
+                        } else {
+                            Ok(output)
+                        }
+                    });
                 if result.is_ok() {
                     break;
                 }

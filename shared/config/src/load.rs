@@ -156,6 +156,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("http.cors_origins")
                 .with_list_parse_key("sse.cors_origins")
+                .with_list_parse_key("runner.http_allow")
                 .source(Some(settings.iter().cloned().collect())),
         );
         for (key, value) in &sources.flags {
@@ -240,6 +241,7 @@ mod tests {
                     "FLOWSYNC_HTTP__CORS_ORIGINS",
                     "https://a.example,https://b.example",
                 ),
+                ("FLOWSYNC_RUNNER__HTTP_ALLOW", "10.1.0.0/16,127.0.0.1/32"),
                 ("PATH", "/bin"),
             ]),
         )
@@ -249,6 +251,13 @@ mod tests {
         assert_eq!(
             settings.http.cors_origins,
             ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(
+            settings.runner.http_allow,
+            [
+                "10.1.0.0/16".parse().unwrap(),
+                "127.0.0.1/32".parse().unwrap()
+            ] as [ipnet::IpNet; 2]
         );
     }
 

@@ -105,19 +105,53 @@ impl Default for SseConfig {
     }
 }
 
-/// The flow runner.
+/// The flow runner. Every bound here is a defence against a flow written to hurt (one
+/// execution starving the rest, a node that retries for ever, an output of gigabytes, an
+/// `http` node aimed inside the deployment) as much as a limit on honest work.
 #[serde_with::serde_as]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunnerConfig {
     /// Nodes of one execution running at once.
     pub max_parallel: usize,
-    /// Seconds one `take` waits for a job.
+    /// Executions one runner runs at once (they mostly wait on LLMs, HTTP and delays), so
+    /// a long run does not hold the others back.
+    pub max_executions: usize,
+    /// Executions of one flow one runner runs at once: a flow at its cap waits (its job
+    /// goes back to the queue's tail) while other flows' executions run.
+    pub max_executions_per_flow: usize,
+    /// Seconds one attempt of a node may take (a node's `data.timeout_ms` may only lower
+    /// it). Ten minutes: a long LLM completion, not a hung socket.
     #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
-    pub poll: Duration,
+    pub node_timeout: Duration,
+    /// Seconds a whole execution may run before it fails. One hour.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub execution_timeout: Duration,
+    /// The most retries a node's `data.retries` may ask for.
+    pub max_retries: u32,
+    /// Seconds before a node's first retry; each next waits twice as long (at most 30 s).
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub retry_backoff: Duration,
+    /// Bytes of one node's output (an `http` response, a rendered template, an LLM's
+    /// text), and of its streamed log: beyond it the node fails (`output_too_large`).
+    /// 1 MiB: outputs travel whole in `EXECUTION_UPDATE` events to every client and into
+    /// bus history, and Redis drops a subscriber whose buffer passes 8 MiB for a minute.
+    pub max_output_bytes: usize,
+    /// Bytes of all node outputs of one execution together: beyond it the execution fails.
+    pub max_execution_bytes: usize,
+    /// Networks `http` nodes may reach although they are loopback, private, link-local
+    /// or unique-local (CIDRs, comma-separated, e.g. `10.1.0.0/16,127.0.0.1/32`). Empty:
+    /// only public addresses, checked after DNS and at every redirect.
+    #[schemars(with = "Vec<String>")]
+    pub http_allow: Vec<ipnet::IpNet>,
+    /// Redirects an `http` node follows.
+    pub http_max_redirects: usize,
     /// Seconds between touches of a running job (well within `jobs.idle_timeout`).
     #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub touch_every: Duration,
+    /// Seconds one `take` waits for a job.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub poll: Duration,
     /// Where `llm` nodes send chat completions.
     pub llm: LlmConfig,
 }
@@ -126,6 +160,16 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             max_parallel: 8,
+            max_executions: 4,
+            max_executions_per_flow: 2,
+            node_timeout: Duration::from_secs(600),
+            execution_timeout: Duration::from_secs(3600),
+            max_retries: 5,
+            retry_backoff: Duration::from_millis(500),
+            max_output_bytes: 1 << 20,
+            max_execution_bytes: 8 << 20,
+            http_allow: vec![],
+            http_max_redirects: 5,
             poll: Duration::from_secs(5),
             touch_every: Duration::from_secs(5),
             llm: LlmConfig::default(),

@@ -689,3 +689,93 @@ fn stream_chat(mut stream: TcpStream, tokens: &[String], pace: Duration) {
     out.push_str("data: [DONE]\n\n");
     let _ = stream.write_all(out.as_bytes());
 }
+
+/// What an [`HttpStub`] answers every request with.
+#[derive(Debug, Clone)]
+pub enum StubReply {
+    /// An empty response with this status.
+    Status(u16),
+    /// `200` with `len` bytes of `x`, with a `Content-Length` or (without) until close.
+    Body {
+        /// Bytes of body.
+        len: usize,
+        /// Whether the head announces the length.
+        content_length: bool,
+    },
+    /// `302` to this location.
+    Redirect(String),
+}
+
+/// A tiny HTTP server standing in for whatever an `http` node calls (outside the
+/// product): it answers every request the same way and counts the requests it saw.
+#[derive(Debug, Clone)]
+pub struct HttpStub {
+    /// `http://<ip>:<port>`.
+    pub url: String,
+    /// The port.
+    pub port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HttpStub {
+    /// Starts the stub on `ip` (e.g. `127.0.0.1`, or `127.0.0.2`, also loopback) and a
+    /// free port; it lives as long as the test process.
+    pub fn start(ip: &str, reply: StubReply) -> Self {
+        let listener = TcpListener::bind((ip, 0)).expect("a local port");
+        let port = listener.local_addr().expect("bound").port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let reply = reply.clone();
+                std::thread::spawn(move || {
+                    let mut got = vec![];
+                    let mut chunk = [0u8; 8192];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = match reply {
+                        StubReply::Status(code) => stream.write_all(
+                            format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .as_bytes(),
+                        ),
+                        StubReply::Redirect(to) => stream.write_all(
+                            format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .as_bytes(),
+                        ),
+                        StubReply::Body { len, content_length } => {
+                            let head = if content_length {
+                                format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n")
+                            } else {
+                                "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned()
+                            };
+                            let block = [b'x'; 64 * 1024];
+                            let mut result = stream.write_all(head.as_bytes());
+                            let mut left = len;
+                            while result.is_ok() && left > 0 {
+                                let n = left.min(block.len());
+                                result = stream.write_all(&block[..n]);
+                                left -= n;
+                            }
+                            result
+                        }
+                    };
+                });
+            }
+        });
+        Self {
+            url: format!("http://{ip}:{port}"),
+            port,
+            hits,
+        }
+    }
+
+    /// Requests it has seen.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

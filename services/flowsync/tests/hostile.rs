@@ -1,0 +1,361 @@
+//! Flows written to hurt, run by the one binary and watched as a browser would (HTTP for
+//! intents, SSE for results): one flow's long run does not hold another's back, retries
+//! end, outputs are bounded, and `http` nodes cannot reach inside the machine. What an
+//! `http` node calls is the test kit's `HttpStub` (outside the product).
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use flowsync::{Settings, System};
+use flowsync_testkit::{HttpStub, StubReply};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+type Events = std::pin::Pin<Box<dyn futures::Stream<Item = (String, Value)> + Send>>;
+
+struct Binary {
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    async fn start(configure: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_owned(),
+            ..Settings::default()
+        };
+        configure(&mut settings);
+        let system = System::build(settings).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", system.port());
+        tokio::spawn(system.run_until_stopped());
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// A flow of these nodes (`[id, type, data]`), chained by `edges`, and its stream
+    /// (opened before anything runs, past `READY`).
+    async fn flow(
+        &self,
+        id: &str,
+        nodes: &[(String, &str, Value)],
+        edges: &[(String, String)],
+    ) -> Events {
+        let r = self
+            .http
+            .post(format!("{}/v1/flows", self.base))
+            .json(&json!({"id": id, "name": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let mut ops = vec![];
+        for (n, kind, data) in nodes {
+            ops.push(json!({"op_id": format!("add-{n}"), "type": "node.add",
+                "node": {"id": n, "type": kind, "position": {"x": 0, "y": 0}, "data": data}}));
+        }
+        for (i, (s, t)) in edges.iter().enumerate() {
+            ops.push(json!({"op_id": format!("edge-{i}"), "type": "edge.add",
+                "edge": {"id": format!("e{i}"), "source": s, "target": t}}));
+        }
+        let r = self
+            .http
+            .post(format!("{}/v1/flows/{id}/ops", self.base))
+            .json(&json!({"client_id": "setup", "ops": ops}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let r = self
+            .http
+            .get(format!("{}/v1/flows/{id}/events", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut events: Events = r
+            .bytes_stream()
+            .eventsource()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.event,
+                    serde_json::from_str(&e.data).unwrap_or(Value::Null),
+                )
+            })
+            .boxed();
+        next(&mut events, |kind, _| kind == "READY").await;
+        events
+    }
+
+    async fn start_execution(&self, flow: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/v1/flows/{flow}/executions", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<Value>().await.unwrap()["execution_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn execution(&self, flow: &str, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/flows/{flow}/executions/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Runs the flow's execution to its end (seen on the stream); its record.
+    async fn run(&self, flow: &str, events: &mut Events) -> Value {
+        let id = self.start_execution(flow).await;
+        ended(events, &id).await;
+        self.execution(flow, &id).await
+    }
+}
+
+/// The next event `wanted` accepts.
+async fn next(events: &mut Events, wanted: impl Fn(&str, &Value) -> bool) -> Value {
+    loop {
+        let (kind, data) = tokio::time::timeout(PATIENCE, events.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream is open");
+        if wanted(&kind, &data) {
+            return data;
+        }
+    }
+}
+
+/// Waits for the execution's final `EXECUTION_UPDATE`.
+async fn ended(events: &mut Events, execution: &str) -> Value {
+    next(events, |kind, e| {
+        kind == "EXECUTION_UPDATE"
+            && e["data"]["execution_id"] == execution
+            && e["data"]["node_id"].is_null()
+            && ["succeeded", "failed", "cancelled"]
+                .contains(&e["data"]["status"].as_str().unwrap_or(""))
+    })
+    .await
+}
+
+fn node(id: &str, kind: &'static str, data: Value) -> (String, &'static str, Value) {
+    (id.to_owned(), kind, data)
+}
+
+fn node_error(execution: &Value, node: &str) -> String {
+    execution["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == node)
+        .and_then(|n| n["error"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_of_one_flow_does_not_hold_another_flow_back() {
+    let binary = Binary::start(|_| {}).await;
+    let mut slow = binary
+        .flow(
+            "slow",
+            &[node("wait", "delay", json!({"ms": 600_000}))],
+            &[],
+        )
+        .await;
+    let mut quick = binary
+        .flow(
+            "quick",
+            &[node("t", "template", json!({"template": "done"}))],
+            &[],
+        )
+        .await;
+    let long = binary.start_execution("slow").await;
+    next(&mut slow, |kind, e| {
+        kind == "EXECUTION_UPDATE" && e["data"]["node_status"] == "running"
+    })
+    .await;
+    // The one binary has one runner: before, the quick flow waited the whole delay.
+    let done = binary.run("quick", &mut quick).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let still = binary.execution("slow", &long).await;
+    assert_eq!(still["status"], "running", "{still}");
+    let r = binary
+        .http
+        .post(format!(
+            "{}/v1/flows/slow/executions/{long}/cancel",
+            binary.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(ended(&mut slow, &long).await["data"]["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_capped_and_spaced() {
+    let failing = HttpStub::start("127.0.0.1", StubReply::Status(500));
+    let binary = Binary::start(|s| {
+        s.runner.http_allow = vec!["127.0.0.1/32".parse().unwrap()];
+        s.runner.max_retries = 3;
+        s.runner.retry_backoff = Duration::from_millis(10);
+    })
+    .await;
+    let mut events = binary
+        .flow(
+            "spin",
+            &[node(
+                "h",
+                "http",
+                json!({"url": failing.url, "retries": 1_000_000}),
+            )],
+            &[],
+        )
+        .await;
+    let e = binary.run("spin", &mut events).await;
+    assert_eq!(e["status"], "failed", "{e}");
+    assert!(node_error(&e, "h").contains("500"), "{e}");
+    assert_eq!(
+        failing.hits(),
+        4,
+        "one attempt and runner.max_retries retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_bounded_whatever_makes_them() {
+    let streamed = HttpStub::start(
+        "127.0.0.1",
+        StubReply::Body {
+            len: 48 << 20,
+            content_length: false,
+        },
+    );
+    let announced = HttpStub::start(
+        "127.0.0.1",
+        StubReply::Body {
+            len: 48 << 20,
+            content_length: true,
+        },
+    );
+    let binary = Binary::start(|s| {
+        s.runner.http_allow = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let nodes = [
+        node("streamed", "http", json!({"url": streamed.url})),
+        node("announced", "http", json!({"url": announced.url})),
+    ];
+    let mut events = binary.flow("big", &nodes, &[]).await;
+    let id = binary.start_execution("big").await;
+    let largest = largest_event_until_ended(&mut events, &id).await;
+    let e = binary.execution("big", &id).await;
+    for n in ["streamed", "announced"] {
+        assert!(node_error(&e, n).contains("output_too_large"), "{n}: {e}");
+    }
+    assert!(largest < 64 << 10, "an event of {largest} bytes");
+
+    // Each template doubles its input: thirty of them would need a terabyte.
+    let mut nodes = vec![node("t0", "template", json!({"template": "x".repeat(64)}))];
+    let mut edges = vec![];
+    for i in 1..30 {
+        let prev = format!("t{i}", i = i - 1);
+        nodes.push(node(
+            &format!("t{i}"),
+            "template",
+            json!({"template": format!("{{{{{prev}}}}}{{{{{prev}}}}}")}),
+        ));
+        edges.push((prev, format!("t{i}")));
+    }
+    let mut events = binary.flow("double", &nodes, &edges).await;
+    let id = binary.start_execution("double").await;
+    let largest = largest_event_until_ended(&mut events, &id).await;
+    let e = binary.execution("double", &id).await;
+    assert_eq!(e["status"], "failed");
+    // 64 · 2^14 bytes is exactly runner.max_output_bytes (1 MiB): t15 is the first past.
+    assert!(node_error(&e, "t14").is_empty(), "{e}");
+    assert!(node_error(&e, "t15").contains("output_too_large"), "{e}");
+    assert!(
+        largest < (1 << 20) + (64 << 10),
+        "an event of {largest} bytes"
+    );
+}
+
+/// The size of the largest event until the execution ends.
+async fn largest_event_until_ended(events: &mut Events, id: &str) -> usize {
+    let mut largest = 0;
+    loop {
+        let (kind, data) = tokio::time::timeout(PATIENCE, events.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream is open");
+        largest = largest.max(data.to_string().len());
+        if kind == "EXECUTION_UPDATE"
+            && data["data"]["execution_id"] == id
+            && data["data"]["node_id"].is_null()
+            && ["succeeded", "failed"].contains(&data["data"]["status"].as_str().unwrap_or(""))
+        {
+            return largest;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_nodes_cannot_reach_inside_the_machine() {
+    let inside = HttpStub::start("127.0.0.1", StubReply::Status(200));
+    let port = inside.port;
+    // An allowed server (the operator named 127.0.0.2) that redirects inside.
+    let redirector = HttpStub::start(
+        "127.0.0.2",
+        StubReply::Redirect(format!("{}/x", inside.url)),
+    );
+    let binary = Binary::start(|s| {
+        s.runner.http_allow = vec!["127.0.0.2/32".parse().unwrap()];
+        // All at once: a failure stops new starts.
+        s.runner.max_parallel = 16;
+    })
+    .await;
+    let urls = [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://[::1]:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://0x7f.1:{port}/"),
+        format!("http://0.0.0.0:{port}/"),
+        format!("http://169.254.169.254:{port}/latest/meta-data"),
+        format!("http://10.0.0.1:{port}/"),
+        format!("http://[fd00::1]:{port}/"),
+        format!("{}/", redirector.url),
+    ];
+    let nodes: Vec<_> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| node(&format!("h{i}"), "http", json!({"url": url})))
+        .collect();
+    let mut events = binary.flow("ssrf", &nodes, &[]).await;
+    let e = binary.run("ssrf", &mut events).await;
+    assert_eq!(e["status"], "failed");
+    for (i, url) in urls.iter().enumerate() {
+        let error = node_error(&e, &format!("h{i}"));
+        assert!(error.contains("forbidden_address"), "{url}: {error}");
+    }
+    assert_eq!(redirector.hits(), 1, "the allowed server was reached");
+    assert_eq!(inside.hits(), 0, "nothing reached the loopback server");
+}
