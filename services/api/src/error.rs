@@ -69,6 +69,9 @@ pub enum ApiError {
     /// Too many ops wait to commit to the flow: retry shortly.
     #[error("{0}")]
     Busy(String),
+    /// The request body did not all arrive within the body timeout.
+    #[error("the request body did not arrive within {} s", .0.as_secs_f64())]
+    SlowBody(std::time::Duration),
     /// A bug or corrupt data.
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
@@ -98,6 +101,7 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Busy(_) => "flow_busy",
+            Self::SlowBody(_) => "body_timeout",
             Self::Unexpected(_) => "internal",
         }
     }
@@ -152,6 +156,7 @@ impl ResponseError for ApiError {
             Self::Exists(_) | Self::Finished(_) => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,

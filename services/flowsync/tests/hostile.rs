@@ -359,3 +359,120 @@ async fn http_nodes_cannot_reach_inside_the_machine() {
     assert_eq!(redirector.hits(), 1, "the allowed server was reached");
     assert_eq!(inside.hits(), 0, "nothing reached the loopback server");
 }
+
+/// Sends `head` (and no more) on a raw connection; the response's status line.
+async fn answer_to(base: &str, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut got = vec![];
+    let mut chunk = [0u8; 4096];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.lines().next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_oversized_bodies_are_answered_not_waited_for() {
+    let binary = Binary::start(|s| {
+        s.http.body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let _events = binary.flow("bodies", &[], &[]).await;
+    for path in [
+        "/v1/flows",
+        "/v1/flows/bodies/ops",
+        "/v1/flows/bodies/presence",
+    ] {
+        // One byte of four thousand, then nothing: before, no answer for 90 s and more.
+        let slow = answer_to(
+            &binary.base,
+            &format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                 content-length: 4000\r\n\r\n{{"
+            ),
+        )
+        .await;
+        assert!(slow.contains(" 408 "), "{path}: {slow}");
+        // A length past the limit is refused before a byte of the body is sent.
+        let large = answer_to(
+            &binary.base,
+            &format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n",
+                64 << 20
+            ),
+        )
+        .await;
+        assert!(large.contains(" 413 "), "{path}: {large}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_at_its_cap_waits_while_other_flows_run() {
+    let binary = Binary::start(|s| s.runner.max_executions_per_flow = 1).await;
+    let mut busy = binary
+        .flow(
+            "busy",
+            &[node("wait", "delay", json!({"ms": 600_000}))],
+            &[],
+        )
+        .await;
+    let mut other = binary
+        .flow(
+            "other",
+            &[node("t", "template", json!({"template": "done"}))],
+            &[],
+        )
+        .await;
+    let first = binary.start_execution("busy").await;
+    let running = |id: String| {
+        move |kind: &str, e: &Value| {
+            kind == "EXECUTION_UPDATE"
+                && e["data"]["execution_id"] == id.as_str()
+                && e["data"]["node_status"] == "running"
+        }
+    };
+    next(&mut busy, running(first.clone())).await;
+    let second = binary.start_execution("busy").await;
+    let done = binary.run("other", &mut other).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let held = binary.execution("busy", &second).await;
+    assert_eq!(held["status"], "queued", "the flow's cap holds it: {held}");
+    // The first ends: the second runs.
+    let cancel = format!("{}/v1/flows/busy/executions/{first}/cancel", binary.base);
+    assert!(
+        binary
+            .http
+            .post(cancel)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    next(&mut busy, running(second.clone())).await;
+    let cancel = format!("{}/v1/flows/busy/executions/{second}/cancel", binary.base);
+    assert!(
+        binary
+            .http
+            .post(cancel)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        ended(&mut busy, &second).await["data"]["status"],
+        "cancelled"
+    );
+}

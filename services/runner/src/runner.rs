@@ -120,91 +120,122 @@ impl Runner {
     /// Runs jobs until `stop` resolves: it stops waiting for a job at once, and finishes
     /// the jobs it runs first (a rollout does not hand them to another runner half done).
     ///
-    /// Up to `max_executions` run at once, at most `max_executions_per_flow` of one flow:
-    /// a job of a flow at its cap goes back to the queue's tail (queued again, then
-    /// acknowledged), so other flows' jobs are taken before it is seen again, and the loop
-    /// waits for one of that flow's executions to end (or the poll time) instead of
-    /// spinning on it.
+    /// Up to `max_executions` run at once, at most `max_executions_per_flow` of one flow.
+    /// A job of a flow at its cap is *held*: kept claimed (touched like a running one) and
+    /// started as soon as one of that flow's executions ends, while the runner goes on
+    /// taking other flows' jobs. Held jobs are bounded too (`max_executions` of them);
+    /// on stop they go back to the queue for another runner.
     pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
-        let slots = Arc::new(tokio::sync::Semaphore::new(
-            self.config.max_executions.max(1),
-        ));
-        let per_flow: Arc<std::sync::Mutex<HashMap<FlowId, usize>>> = Arc::default();
-        let ended = Arc::new(tokio::sync::Notify::new());
+        let most = self.config.max_executions.max(1);
+        let per_flow_cap = self.config.max_executions_per_flow.max(1);
+        let slots = Arc::new(tokio::sync::Semaphore::new(most));
+        let mut per_flow: HashMap<FlowId, usize> = HashMap::new();
+        let mut held: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<FlowId>();
+        let mut touch = tokio::time::interval(self.config.touch_every);
+        touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut running = JoinSet::new();
         loop {
             while running.try_join_next().is_some() {}
+            let release = |per_flow: &mut HashMap<FlowId, usize>, flow: FlowId| {
+                if let Some(count) = per_flow.get_mut(&flow) {
+                    *count -= 1;
+                    if *count == 0 {
+                        per_flow.remove(&flow);
+                    }
+                }
+            };
+            while let Ok(flow) = ended_rx.try_recv() {
+                release(&mut per_flow, flow);
+            }
+            // Held jobs whose flow has room go first, oldest first.
+            while let Some(at) = held
+                .iter()
+                .position(|j| per_flow.get(&j.flow).copied().unwrap_or(0) < per_flow_cap)
+            {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let job = held.remove(at).expect("found above");
+                *per_flow.entry(job.flow.clone()).or_default() += 1;
+                self.spawn_job(&mut running, job, slot, ended_tx.clone());
+            }
             let slot = tokio::select! {
                 biased;
                 () = &mut stop => break,
-                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+                Some(flow) = ended_rx.recv() => {
+                    release(&mut per_flow, flow);
+                    continue;
+                }
+                _ = touch.tick(), if !held.is_empty() => {
+                    for job in &held {
+                        if let Err(e) = self.jobs.touch(&self.id, job).await {
+                            tracing::warn!(error = %e, "could not keep a held job claimed");
+                        }
+                    }
+                    continue;
+                }
+                slot = slots.clone().acquire_owned(), if held.len() < most => {
+                    slot.expect("never closed")
+                }
             };
             let taken = tokio::select! {
                 biased;
                 () = &mut stop => break,
                 taken = self.take() => taken,
             };
-            let job = match taken {
-                Ok(Some(job)) => job,
-                Ok(None) => {
-                    self.health.turned(true);
-                    continue;
+            match taken {
+                Ok(Some(job)) => {
+                    let count = per_flow.entry(job.flow.clone()).or_default();
+                    if *count < per_flow_cap {
+                        *count += 1;
+                        self.spawn_job(&mut running, job, slot, ended_tx.clone());
+                    } else {
+                        held.push_back(job);
+                    }
                 }
+                Ok(None) => self.health.turned(true),
                 Err(e) => {
                     self.health.turned(false);
                     tracing::warn!(error = %e, "taking a job failed; trying again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
                 }
-            };
-            let admitted = {
-                let mut counts = per_flow.lock().unwrap_or_else(|p| p.into_inner());
-                let count = counts.entry(job.flow.clone()).or_default();
-                let admitted = *count < self.config.max_executions_per_flow.max(1);
-                if admitted {
-                    *count += 1;
-                }
-                admitted
-            };
-            if !admitted {
-                let freed = ended.notified();
-                let deferred = async {
-                    self.jobs.enqueue(&job.flow, &job.execution).await?;
-                    self.jobs.ack(&job).await
-                };
-                if let Err(e) = deferred.await {
-                    // Still claimed: it comes back after the idle timeout.
-                    tracing::warn!(error = %e, "a job at its flow's cap was not queued again");
-                }
-                tokio::select! {
-                    () = &mut stop => break,
-                    () = freed => {}
-                    () = tokio::time::sleep(self.config.poll) => {}
-                }
-                continue;
             }
-            let (runner, per_flow, ended) = (self.clone(), per_flow.clone(), ended.clone());
-            running.spawn(async move {
-                let flow = job.flow.clone();
-                let result = runner.run_job(job).await;
-                runner.health.turned(result.is_ok());
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "job failed; it will be retried");
-                }
-                let mut counts = per_flow.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(count) = counts.get_mut(&flow) {
-                    *count -= 1;
-                    if *count == 0 {
-                        counts.remove(&flow);
-                    }
-                }
-                drop(counts);
-                ended.notify_waiters();
-                drop(slot);
-            });
+        }
+        // Held jobs to another runner now, rather than after the idle timeout.
+        for job in held {
+            let handed = async {
+                self.jobs.enqueue(&job.flow, &job.execution).await?;
+                self.jobs.ack(&job).await
+            };
+            if let Err(e) = handed.await {
+                tracing::warn!(error = %e, "a held job goes back after the idle timeout");
+            }
         }
         while running.join_next().await.is_some() {}
+    }
+
+    /// Runs a job on its own task, holding `slot` until it ends; then says which flow
+    /// has room again.
+    fn spawn_job(
+        &self,
+        running: &mut JoinSet<()>,
+        job: Job,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        ended: tokio::sync::mpsc::UnboundedSender<FlowId>,
+    ) {
+        let runner = self.clone();
+        running.spawn(async move {
+            let flow = job.flow.clone();
+            let result = runner.run_job(job).await;
+            runner.health.turned(result.is_ok());
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "job failed; it will be retried");
+            }
+            drop(slot);
+            let _ = ended.send(flow);
+        });
     }
 
     /// Takes one job (waiting up to the poll time) and runs it to its end, keeping it

@@ -10,11 +10,18 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Limits of HTTP requests to the API (DESIGN §7).
+#[serde_with::serde_as]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpLimits {
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes; a `Content-Length` past it is refused (`413`)
+    /// before any of the body is read.
     pub max_body_bytes: usize,
+    /// Seconds a request's whole body may take to arrive, else `408 body_timeout` (a
+    /// client that sends one byte of five thousand no longer holds a connection for
+    /// ever). 15 s: the largest body at 70 KiB/s, a slow phone's uplink.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub body_timeout: Duration,
     /// Largest presence `state`, in bytes.
     pub max_presence_bytes: usize,
     /// Longest page of `GET /v1/flows` and `/history`.
@@ -35,6 +42,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(15),
             max_presence_bytes: 4096,
             max_page: 1000,
             rate_per_second: 100,
@@ -117,8 +125,8 @@ pub struct RunnerConfig {
     /// Executions one runner runs at once (they mostly wait on LLMs, HTTP and delays), so
     /// a long run does not hold the others back.
     pub max_executions: usize,
-    /// Executions of one flow one runner runs at once: a flow at its cap waits (its job
-    /// goes back to the queue's tail) while other flows' executions run.
+    /// Executions of one flow one runner runs at once: a job of a flow at its cap is held
+    /// (still claimed) until one of them ends, while other flows' executions run.
     pub max_executions_per_flow: usize,
     /// Seconds one attempt of a node may take (a node's `data.timeout_ms` may only lower
     /// it). Ten minutes: a long LLM completion, not a hung socket.

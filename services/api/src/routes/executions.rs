@@ -1,6 +1,6 @@
 //! Executions (DESIGN §3, §6): start, read, cancel, and the events external workers publish.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use flowsync_auth::Scope;
 use flowsync_protocol::{
@@ -184,11 +184,18 @@ pub(super) async fn publish(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (flow, eid) = (flow_id(&path.0)?, execution_id(&path.1)?);
     caller.check(&flow, Scope::Publish)?;
-    let body = read_body(payload, state.limits.max_body_bytes).await?;
+    let body = read_body(
+        &req,
+        payload,
+        state.limits.max_body_bytes,
+        state.limits.body_timeout,
+    )
+    .await?;
     let event: EventBody = parse_json(&body)?;
     load(&state, &flow, &eid).await?;
     match &event {

@@ -35,9 +35,16 @@ fn etag(version: u64) -> String {
 pub(super) async fn create(
     state: web::Data<AppState>,
     Caller(caller): Caller,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.limits.max_body_bytes).await?;
+    let body = read_body(
+        &req,
+        payload,
+        state.limits.max_body_bytes,
+        state.limits.body_timeout,
+    )
+    .await?;
     let new: CreateFlow = parse_json(&body)?;
     match &new.id {
         Some(id) => caller.check(id, Scope::Write)?,

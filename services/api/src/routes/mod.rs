@@ -272,29 +272,48 @@ fn flow_id(raw: &str) -> Result<FlowId, ApiError> {
 }
 
 mod bytes_body {
-    use actix_web::web;
+    use std::time::Duration;
+
+    use actix_web::{HttpRequest, http::header, web};
     use futures::StreamExt;
 
     use crate::error::ApiError;
 
     /// The request body, refused with 413 once it passes `limit` bytes (without buffering
-    /// more than that).
+    /// more than that) — at once when its `Content-Length` says so — and with 408 unless it
+    /// has all arrived within `timeout`.
     pub(crate) async fn read_body(
+        req: &HttpRequest,
         mut payload: web::Payload,
         limit: usize,
+        timeout: Duration,
     ) -> Result<web::BytesMut, ApiError> {
+        let too_large = || ApiError::TooLarge {
+            code: "body_too_large",
+            message: format!("the body is over the {limit}-byte limit"),
+        };
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(body),
+                Err(_) => return Err(ApiError::SlowBody(timeout)),
+            };
             let chunk = chunk.map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?;
             if body.len() + chunk.len() > limit {
-                return Err(ApiError::TooLarge {
-                    code: "body_too_large",
-                    message: format!("the body is over the {limit}-byte limit"),
-                });
+                return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
     }
 }
 

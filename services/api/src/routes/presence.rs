@@ -1,7 +1,7 @@
 //! `GET /v1/flows/{id}/presence`: who is connected (the gateways keep the set);
 //! `POST /v1/flows/{id}/presence`: ephemeral cursor and selection updates.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use flowsync_auth::Scope;
 use flowsync_bus::presence::PresenceEntry;
 use flowsync_protocol::{ConnectionId, EventBody, Presence, PresenceAction};
@@ -50,6 +50,7 @@ pub(super) async fn post(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
+    req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = flow_id(&path)?;
@@ -58,7 +59,13 @@ pub(super) async fn post(
         .presence_limiter
         .check(caller.actor.id.as_str())
         .map_err(ApiError::RateLimited)?;
-    let body = read_body(payload, state.limits.max_presence_bytes + 256).await?;
+    let body = read_body(
+        &req,
+        payload,
+        state.limits.max_presence_bytes + 256,
+        state.limits.body_timeout,
+    )
+    .await?;
     let update: PresenceUpdate = parse_json(&body)?;
     let event = announce::event(
         &id,
