@@ -85,10 +85,7 @@ impl Binary {
             .eventsource()
             .map(|e| {
                 let e = e.unwrap();
-                (
-                    e.event,
-                    serde_json::from_str(&e.data).unwrap_or(Value::Null),
-                )
+                (e.event, with_id(&e.data, e.id))
             })
             .boxed();
         next(&mut events, |kind, _| kind == "READY").await;
@@ -126,6 +123,15 @@ impl Binary {
         ended(events, &id).await;
         self.execution(flow, &id).await
     }
+}
+
+/// An event's JSON, with its SSE id as `_id`.
+fn with_id(data: &str, id: String) -> Value {
+    let mut value: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("_id".into(), Value::String(id));
+    }
+    value
 }
 
 /// The next event `wanted` accepts.
@@ -475,4 +481,114 @@ async fn a_flow_at_its_cap_waits_while_other_flows_run() {
         ended(&mut busy, &second).await["data"]["status"],
         "cancelled"
     );
+}
+
+/// A stream of `flow` resuming after `last_event_id`.
+async fn resume(binary: &Binary, flow: &str, last_event_id: &str) -> Events {
+    let r = binary
+        .http
+        .get(format!("{}/v1/flows/{flow}/events", binary.base))
+        .header("Last-Event-ID", last_event_id)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    if status != 200 {
+        panic!("{last_event_id}: {status} {}", r.text().await.unwrap());
+    }
+    r.bytes_stream()
+        .eventsource()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.event, with_id(&e.data, e.id))
+        })
+        .boxed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_and_recreated_flow_shares_nothing_with_its_old_life() {
+    let binary = Binary::start(|_| {}).await;
+    let post_op = |op_id: &'static str| {
+        binary
+            .http
+            .post(format!("{}/v1/flows/life/ops", binary.base))
+            .json(
+                &json!({"client_id": "c", "ops": [{"op_id": op_id, "type": "node.add",
+                "node": {"id": op_id, "type": "note", "position": {"x": 0, "y": 0}}}]}),
+            )
+            .send()
+    };
+    let mut old = binary.flow("life", &[], &[]).await;
+    assert_eq!(post_op("old1").await.unwrap().status(), 202);
+    let old_position = next(&mut old, |kind, _| kind == "SYNC_CANVAS").await["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = binary
+        .http
+        .delete(format!("{}/v1/flows/life", binary.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    next(&mut old, |kind, _| kind == "FLOW_DELETED").await;
+
+    // Created again while a stream of the old life is still open: streams open at once.
+    let r = binary
+        .http
+        .post(format!("{}/v1/flows", binary.base))
+        .json(&json!({"id": "life", "name": "again"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut fresh = resume(&binary, "life", "0-0").await;
+    next(&mut fresh, |kind, _| kind == "READY").await;
+    assert_eq!(post_op("new1").await.unwrap().status(), 202);
+    // (A `RESYNC` may come first: the hub that served the old life sees a new epoch.)
+    let first = next(&mut fresh, |kind, _| {
+        !["PRESENCE", "RESYNC"].contains(&kind)
+    })
+    .await;
+    assert_eq!(first["data"]["ops"][0]["op_id"], "new1", "{first}");
+
+    // Resuming from the old life's position crosses into nothing of it.
+    let mut stale = resume(&binary, "life", &old_position).await;
+    let ready = next(&mut stale, |kind, _| kind == "READY").await;
+    let then = next(&mut stale, |kind, _| kind != "PRESENCE").await;
+    assert!(
+        ready["data"]["resumed"] == false || then["type"] == "RESYNC",
+        "{old_position}: {ready} then {then}"
+    );
+    assert_ne!(then["data"]["ops"][0]["op_id"], "old1", "{then}");
+    // From the start of whatever life exists now: the new one only.
+    let mut start = resume(&binary, "life", "0-0").await;
+    next(&mut start, |kind, _| kind == "READY").await;
+    let replayed = next(&mut start, |kind, _| kind != "PRESENCE").await;
+    assert_eq!(replayed["type"], "SYNC_CANVAS", "{replayed}");
+    assert_eq!(replayed["data"]["ops"][0]["op_id"], "new1", "{replayed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_a_url_would_rewrite_are_refused() {
+    let binary = Binary::start(|_| {}).await;
+    for id in [".", ".."] {
+        let r = binary
+            .http
+            .post(format!("{}/v1/flows", binary.base))
+            .json(&json!({"id": id, "name": "dots"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{id}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_body", "{id}: {body}");
+    }
+    // Raw: a URL library would resolve `%2E%2E` away before sending.
+    let answer = answer_to(
+        &binary.base,
+        "GET /v1/flows/%2E%2E/events HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.contains(" 400 "), "{answer}");
 }

@@ -174,10 +174,26 @@ impl Hubs {
             announced: false,
         };
         let hub = cell.get_or_try_init(|| self.start(flow)).await?.clone();
+        let deleted = hub.state.lock().unwrap_or_else(|p| p.into_inner()).deleted;
+        // The hub saw the flow deleted; the store says whether the id lives again (created
+        // anew: its first event is of a new epoch, which `RESYNC`s the old life's streams).
+        let alive_again = if deleted {
+            self.store.flow_version(flow).await?
+        } else {
+            None
+        };
         let (rx, head, version) = {
             let mut state = hub.state.lock().unwrap_or_else(|p| p.into_inner());
             if state.deleted {
-                return Err(JoinError::NotFound(flow.clone()));
+                let Some(version) = alive_again else {
+                    return Err(JoinError::NotFound(flow.clone()));
+                };
+                // The new life has no history yet (its creation dropped the old one): new
+                // streams start at its beginning. Its first event is of a new epoch, which
+                // the hub's subscription reports as a gap: every stream gets `RESYNC`.
+                state.deleted = false;
+                state.version = version;
+                state.last = None;
             }
             membership.announced = state.members.len() < self.config.announce_limit;
             state

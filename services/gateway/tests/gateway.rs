@@ -878,6 +878,12 @@ async fn sigterm_drains_and_clients_resume_on_the_other_gateway_without_loss(edg
 async fn health_ready_and_metrics_answer(edge: Edge) {
     let world = World::new(edge, |_| {}).await;
     let gw = world.gateway(|_| {}).await;
+    // Ready once the bus subscriber is connected (at start it may not be yet).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while request(gw.port, "/readyz", None, None).await.status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/metrics", 200)] {
         let r = request(gw.port, path, None, None).await;
         assert_eq!(r.status().as_u16(), status, "{path}");

@@ -21,6 +21,10 @@ pub enum IdError {
         /// The type's limit.
         max: usize,
     },
+    /// The string is `.` or `..`, which a URL path resolves away (`/v1/flows/..` is
+    /// `/v1`): such an id could never be named in one.
+    #[error("must not be . or ..")]
+    DotSegment,
     /// The string holds a character outside `A-Z a-z 0-9 _ - . : ~`.
     #[error("contains {found:?}; allowed are letters, digits and _ - . : ~")]
     BadChar {
@@ -43,6 +47,9 @@ fn check(s: &str, max: usize) -> Result<(), IdError> {
     if s.len() > max {
         return Err(IdError::TooLong { len: s.len(), max });
     }
+    if s == "." || s == ".." {
+        return Err(IdError::DotSegment);
+    }
     match s.chars().find(|c| !allowed(*c)) {
         Some(found) => Err(IdError::BadChar { found }),
         None => Ok(()),
@@ -50,7 +57,7 @@ fn check(s: &str, max: usize) -> Result<(), IdError> {
 }
 
 /// The regular expression the JSON Schema advertises for every id type.
-const ID_PATTERN: &str = "^[A-Za-z0-9_.:~-]+$";
+const ID_PATTERN: &str = "^(?!\\.\\.?$)[A-Za-z0-9_.:~-]+$";
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
@@ -202,6 +209,15 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn rejects_the_ids_a_url_would_resolve_away() {
+        for dots in [".", ".."] {
+            assert_eq!(FlowId::parse(dots), Err(IdError::DotSegment));
+        }
+        assert!(FlowId::parse("...").is_ok());
+        assert!(FlowId::parse(".a").is_ok());
     }
 
     #[test]

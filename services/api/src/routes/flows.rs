@@ -71,6 +71,15 @@ pub(super) async fn create(
             meta: new.meta,
         })
         .await?;
+    // A new life of the id: its bus history starts a new epoch, so no stream resumes
+    // across a deletion into the old life's events (they get `RESYNC`). If the bus
+    // cannot say so, the flow is not created (the retry creates it).
+    if let Err(e) = state.bus.drop_history(&flow.id).await {
+        if let Err(undo) = state.store.delete_flow(&flow.id).await {
+            tracing::error!(flow_id = %flow.id, error = %undo, "a flow whose bus history could not be reset was not removed");
+        }
+        return Err(e.into());
+    }
     Ok(HttpResponse::Created()
         .insert_header((header::ETAG, etag(flow.version)))
         .insert_header((header::LOCATION, format!("/v1/flows/{}", flow.id)))
