@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The token does not allow this.
     #[error(transparent)]
     Forbidden(#[from] Denied),
+    /// The thing named is another caller's (a presence update for their stream).
+    #[error("{0}")]
+    NotYours(String),
     /// Nothing there.
     #[error("{message}")]
     NotFound {
@@ -95,6 +98,7 @@ impl ApiError {
             Self::Unauthorized(AuthError::Expired) => "token_expired",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::NotYours(_) => "not_yours",
             Self::Exists(_) => "flow_exists",
             Self::Unprocessable { code, .. } => code,
             Self::Finished(_) => "execution_finished",
@@ -151,7 +155,7 @@ impl ResponseError for ApiError {
         match self {
             Self::InvalidBody(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::NotYours(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Exists(_) | Self::Finished(_) => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -691,6 +691,48 @@ async fn presence_updates_are_published(setup: Setup) {
     let f = w.create_flow("f").await;
     let mut sub = w.subscribe(&f).await;
     let viewer = token("viewer", "user", &["f"], "read");
+    // The viewer's stream, as its gateway records it; and someone else's.
+    let presence = w.backends.open().await.presence;
+    for (connection, actor) in [("c1", "viewer"), ("c2", "alice")] {
+        let entry = PresenceEntry {
+            connection_id: connection.parse().unwrap(),
+            actor: Actor {
+                id: actor.parse().unwrap(),
+                kind: ActorKind::User,
+                name: actor.into(),
+            },
+            since: chrono::Utc::now(),
+        };
+        presence.join(&f, &entry).await.unwrap();
+    }
+    let update =
+        |connection: &str| json!({"connection_id": connection, "state": {"cursor": [9, 9]}});
+    for (path, connection, status, code) in [
+        (
+            "/v1/flows/f/presence",
+            "c2",
+            StatusCode::FORBIDDEN,
+            "not_yours",
+        ),
+        (
+            "/v1/flows/f/presence",
+            "c3",
+            StatusCode::NOT_FOUND,
+            "connection_not_found",
+        ),
+        (
+            "/v1/flows/nope/presence",
+            "c1",
+            StatusCode::NOT_FOUND,
+            "flow_not_found",
+        ),
+    ] {
+        let viewer_everywhere = token("viewer", "user", &["*"], "read");
+        let r = w.post(path, &viewer_everywhere, update(connection)).await;
+        assert_eq!(r.status(), status, "{path} {connection}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
     let r = w
         .post(
             "/v1/flows/f/presence",

@@ -67,6 +67,13 @@ pub trait PresenceSet: Send + Sync + fmt::Debug {
 
     /// The flow's live connections, oldest first.
     async fn list(&self, flow: &FlowId) -> Result<Vec<PresenceEntry>, BusError>;
+
+    /// One live connection of the flow, if it is one.
+    async fn get(
+        &self,
+        flow: &FlowId,
+        connection: &ConnectionId,
+    ) -> Result<Option<PresenceEntry>, BusError>;
 }
 
 fn sorted(mut entries: Vec<PresenceEntry>) -> Vec<PresenceEntry> {
@@ -135,6 +142,20 @@ impl PresenceSet for MemoryPresence {
         };
         conns.retain(|_, (_, expires)| *expires > now);
         Ok(sorted(conns.values().map(|(e, _)| e.clone()).collect()))
+    }
+
+    async fn get(
+        &self,
+        flow: &FlowId,
+        connection: &ConnectionId,
+    ) -> Result<Option<PresenceEntry>, BusError> {
+        let now = tokio::time::Instant::now();
+        let flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(flows
+            .get(flow)
+            .and_then(|conns| conns.get(connection))
+            .filter(|(_, expires)| *expires > now)
+            .map(|(e, _)| e.clone()))
     }
 }
 
@@ -263,5 +284,23 @@ impl PresenceSet for RedisPresence {
             let _: Result<(), _> = self.conn.clone().hdel(&key, expired).await;
         }
         Ok(sorted(live))
+    }
+
+    async fn get(
+        &self,
+        flow: &FlowId,
+        connection: &ConnectionId,
+    ) -> Result<Option<PresenceEntry>, BusError> {
+        let stored: Option<String> = self
+            .conn
+            .clone()
+            .hget(self.key(flow), connection.as_str())
+            .await
+            .map_err(crate::redis::unavailable)?;
+        let now = Utc::now().timestamp_millis();
+        Ok(stored
+            .and_then(|s| serde_json::from_str::<Stored>(&s).ok())
+            .filter(|s| s.exp > now)
+            .map(|s| s.entry))
     }
 }

@@ -67,6 +67,25 @@ pub(super) async fn post(
     )
     .await?;
     let update: PresenceUpdate = parse_json(&body)?;
+    // The state of one of the caller's own streams of this flow, never another's.
+    match state.presence.get(&id, &update.connection_id).await? {
+        Some(entry) if entry.actor.id == caller.actor.id => {}
+        Some(_) => {
+            return Err(ApiError::NotYours(format!(
+                "stream {} is another caller's",
+                update.connection_id
+            )));
+        }
+        None => {
+            if state.store.flow_version(&id).await?.is_none() {
+                return Err(StoreError::FlowNotFound(id).into());
+            }
+            return Err(ApiError::NotFound {
+                code: "connection_not_found",
+                message: format!("no open stream {} on this flow", update.connection_id),
+            });
+        }
+    }
     let event = announce::event(
         &id,
         &caller.actor,
