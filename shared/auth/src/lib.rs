@@ -71,7 +71,7 @@ pub enum AuthMode {
 }
 
 /// Auth settings (`FLOWSYNC_AUTH__…`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// How tokens are checked.
@@ -86,8 +86,23 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// The required `aud`, when set.
     pub audience: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    /// Clock skew allowed on `exp` and `nbf`, in seconds: 30, so an issuer whose clock is
+    /// a little ahead does not mint tokens refused as "not valid yet".
     pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::default(),
+            hs256_secret: None,
+            rs256_public_key_file: None,
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+        }
+    }
 }
 
 /// What a token allows.
@@ -315,6 +330,9 @@ impl Authenticator {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_secs;
+        // A token not valid yet is refused like an expired one (off by default in
+        // jsonwebtoken); the same leeway applies.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);

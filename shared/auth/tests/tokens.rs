@@ -106,6 +106,26 @@ fn bad_tokens_are_refused() {
 }
 
 #[test]
+fn a_token_not_valid_yet_is_refused_beyond_the_leeway() {
+    let auth = hs256();
+    let now = chrono::Utc::now().timestamp();
+    let at = |nbf: i64| {
+        hs(
+            &json!({"sub": "a", "exp": in_an_hour(), "nbf": nbf}),
+            "s3cret",
+        )
+    };
+    assert!(matches!(
+        auth.authenticate(Some(&at(now + 600))),
+        Err(AuthError::Invalid(_))
+    ));
+    // Within the leeway (clock skew): accepted.
+    let leeway = AuthConfig::default().leeway_secs as i64;
+    assert!(auth.authenticate(Some(&at(now + leeway / 2))).is_ok());
+    assert!(auth.authenticate(Some(&at(now - 60))).is_ok());
+}
+
+#[test]
 fn rs256_with_a_pem_key_and_with_jwks() {
     let pem = Authenticator::new(&AuthConfig {
         mode: AuthMode::Rs256,
