@@ -149,7 +149,12 @@ impl<E: Fn(&mut web::ServiceConfig) + Clone + Send + 'static> AppFactory<E> {
             // Counts every response by route pattern (not raw path: bounded labels).
             .wrap_fn(move |req, srv| {
                 let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-                let method = req.method().to_string();
+                // Any method is a label value a client picks: unknown ones are one value.
+                let method = match req.method().as_str() {
+                    m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+                    _ => "OTHER",
+                }
+                .to_owned();
                 // A span per request, continuing the caller's trace (W3C `traceparent`).
                 let span = tracing::info_span!(
                     "request",

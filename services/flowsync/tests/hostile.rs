@@ -592,3 +592,105 @@ async fn ids_a_url_would_rewrite_are_refused() {
     .await;
     assert!(answer.contains(" 400 "), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_grow_the_metrics_label_sets() {
+    let binary = Binary::start(|_| {}).await;
+    for i in 0..20 {
+        let answer = answer_to(
+            &binary.base,
+            &format!("METHOD{i} /v1/flows HTTP/1.1\r\nhost: x\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+        let path = format!("/made/up/path/{i}");
+        let r = binary
+            .http
+            .get(format!("{}{path}", binary.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let metrics = binary
+        .http
+        .get(format!("{}/metrics", binary.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("METHOD"), "{metrics}");
+    assert!(!metrics.contains("made/up"), "{metrics}");
+    assert!(metrics.contains("method=\"OTHER\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_query_strings_answer_the_json_error_body() {
+    let binary = Binary::start(|_| {}).await;
+    let _events = binary.flow("q", &[], &[]).await;
+    for path in [
+        "/v1/flows?limit=many",
+        "/v1/flows/q?at=-1",
+        "/v1/flows/q/history?after=x",
+        "/v1/flows/q/executions?limit=99999999999999999999999",
+    ] {
+        let r = binary
+            .http
+            .get(format!("{}{path}", binary.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.expect("a JSON body");
+        assert_eq!(body["error"]["code"], "invalid_query", "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_nested_deeper_than_clients_parse_is_refused() {
+    let binary = Binary::start(|_| {}).await;
+    let nested = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!({ "a": v });
+        }
+        v
+    };
+    let r = binary
+        .http
+        .post(format!("{}/v1/flows", binary.base))
+        .json(&json!({"id": "deepmeta", "name": "d", "meta": nested(40)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let mut events = binary.flow("deep", &[], &[]).await;
+    let op = |op_id: &str, levels: usize| {
+        json!({"client_id": "c", "ops": [{"op_id": op_id, "type": "node.add",
+            "node": {"id": op_id, "type": "note", "position": {"x": 0, "y": 0},
+                     "data": {"x": nested(levels)}}}]})
+    };
+    for (op_id, levels) in [("too_deep", 40), ("fine", 20)] {
+        let r = binary
+            .http
+            .post(format!("{}/v1/flows/deep/ops", binary.base))
+            .json(&op(op_id, levels))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let refused = next(&mut events, |kind, _| kind == "CONFLICT").await;
+    assert_eq!(refused["data"]["op_id"], "too_deep", "{refused}");
+    assert!(
+        refused["data"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("levels deep"),
+        "{refused}"
+    );
+    let applied = next(&mut events, |kind, _| kind == "SYNC_CANVAS").await;
+    assert_eq!(applied["data"]["ops"][0]["op_id"], "fine");
+}

@@ -22,6 +22,7 @@ pub use flowsync_config::RunnerConfig;
 use crate::health::Health;
 use crate::kinds::{LogSink, NodeInput, NodeKind, builtins};
 use crate::plan::{Plan, TooLarge};
+use flowsync_protocol::MAX_DATA_DEPTH;
 
 /// The longest wait between two attempts of a node.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -660,6 +661,10 @@ impl<'r> Run<'r> {
                                 max: config.max_output_bytes,
                             }
                             .to_string())
+                        } else if flowsync_protocol::json_depth(&output) > MAX_DATA_DEPTH {
+                            Err(format!(
+                                "output_too_deep: the output nests past {MAX_DATA_DEPTH} levels"
+                            ))
                         } else {
                             Ok(output)
                         }

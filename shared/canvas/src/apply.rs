@@ -700,6 +700,17 @@ impl Planner<'_> {
     }
 
     fn check_data(&self, data: &Data, what: &str) -> Result<(), Refusal> {
+        let depth = 1 + data
+            .values()
+            .map(flowsync_protocol::json_depth)
+            .max()
+            .unwrap_or(0);
+        if depth > flowsync_protocol::MAX_DATA_DEPTH {
+            return Err(Refusal::invalid(format!(
+                "the {what} nests {depth} levels deep, the limit is {}",
+                flowsync_protocol::MAX_DATA_DEPTH
+            )));
+        }
         let size = json_size(data);
         if size > self.limits.max_data_bytes {
             return Err(Refusal::invalid(format!(

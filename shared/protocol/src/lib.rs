@@ -27,5 +27,7 @@ pub use execution::{Execution, NodeRun};
 pub use ids::{
     ActorId, ClientId, ConnectionId, EdgeId, ExecutionId, FlowId, IdError, NodeId, OpId,
 };
-pub use model::{Actor, ActorKind, Data, Edge, Flow, Node, Position, Size};
+pub use model::{
+    Actor, ActorKind, Data, Edge, Flow, MAX_DATA_DEPTH, Node, Position, Size, json_depth,
+};
 pub use ops::{FieldPath, NewEdge, NewNode, Op, OpKind, OpsRequest, TextTarget};

@@ -9,6 +9,35 @@ use crate::ids::{ActorId, EdgeId, FlowId, NodeId};
 /// Free-form JSON object carried by nodes, edges and flows (`data`, `meta`).
 pub type Data = serde_json::Map<String, serde_json::Value>;
 
+/// How deeply `value` nests (a scalar is 0, `[]` and `{}` are 1, `[[1]]` is 2), counted
+/// without recursion, so a value built deeper than any parser allows cannot overflow
+/// the stack here.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(items.iter().map(|i| (i, depth + 1)));
+            }
+            Value::Object(fields) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(fields.values().map(|f| (f, depth + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The deepest a node's or edge's `data`, a flow's `meta` or a node's output may nest
+/// (the object itself is 1). Events wrap data in about eight more levels, and the
+/// project's clients parse with serde_json's and browsers' defaults (128 levels): 32
+/// leaves room to spare.
+pub const MAX_DATA_DEPTH: usize = 32;
+
 /// A flow: the canvas as stored and served by `GET /v1/flows/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

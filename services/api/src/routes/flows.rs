@@ -57,6 +57,20 @@ pub(super) async fn create(
         None => caller.check_scope(Scope::Write)?,
     }
     let limits = &state.store.config().limits;
+    let depth = 1
+        + (new.meta.values())
+            .map(flowsync_protocol::json_depth)
+            .max()
+            .unwrap_or(0);
+    if depth > flowsync_protocol::MAX_DATA_DEPTH {
+        return Err(ApiError::invalid(
+            "invalid_meta",
+            format!(
+                "meta nests {depth} levels deep, the limit is {}",
+                flowsync_protocol::MAX_DATA_DEPTH
+            ),
+        ));
+    }
     if new.name.is_empty() || new.name.len() > limits.max_name_len {
         return Err(ApiError::invalid(
             "invalid_name",

@@ -254,6 +254,12 @@ pub const ROUTES: &[Route] = &[
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(state);
+        // A query string that does not parse answers the API's JSON error body, like
+        // every other refusal (actix's default is a plain-text 400).
+        cfg.app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::invalid("invalid_query", e.to_string()).into()),
+        );
         for route in ROUTES {
             (route.register)(cfg);
         }
