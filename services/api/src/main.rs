@@ -6,6 +6,7 @@ use flowsync_config::{Program, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    Program::Api.read_command_line();
     let _telemetry = flowsync_telemetry::init("flowsync-api");
     let settings = Settings::load(Program::Api).context("reading the configuration")?;
     let app = Application::build(&settings).await?;

@@ -6,6 +6,7 @@ use flowsync_gateway::Gateway;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    Program::Gateway.read_command_line();
     let _telemetry = flowsync_telemetry::init("flowsync-gateway");
     let settings = Settings::load(Program::Gateway).context("reading the configuration")?;
     let gateway = Gateway::build(&settings).await?;

@@ -7,6 +7,7 @@ use flowsync_runner::Runner;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    Program::Runner.read_command_line();
     let _telemetry = flowsync_telemetry::init("flowsync-runner");
     let settings = Settings::load(Program::Runner).context("reading the configuration")?;
     let runner = Runner::new(

@@ -119,6 +119,32 @@ impl Program {
         }
     }
 
+    /// Reads the command line of a service that takes no flags (its settings come from
+    /// `FLOWSYNC_CONFIG` and `FLOWSYNC_*` variables): `--help` and `--version` print and
+    /// exit 0, anything else is an error (exit 2) — a mistyped flag never starts a server.
+    pub fn read_command_line(self) {
+        self.command().get_matches();
+    }
+
+    /// The command line parser of a flagless service, for [`read_command_line`](Self::read_command_line).
+    pub fn command(self) -> clap::Command {
+        let about = match self {
+            Self::OneBinary => "flowsync in one process",
+            Self::Api => "flowsync's stateless API: intents in, events to the bus",
+            Self::Gateway => "flowsync's SSE gateway: events from the bus to browsers",
+            Self::Runner => "flowsync's flow runner: executes queued flows",
+        };
+        clap::Command::new(self.binary())
+            .version(env!("CARGO_PKG_VERSION"))
+            .about(about)
+            .after_help(
+                "Settings come from a TOML file named by FLOWSYNC_CONFIG, then \
+                 FLOWSYNC_<SECTION>__<KEY> variables (e.g. FLOWSYNC_BUS__URL, \
+                 FLOWSYNC_AUTH__MODE), and FLOWSYNC_LISTEN; the README's configuration table \
+                 lists them all. This program takes no flags.",
+            )
+    }
+
     /// Where it listens unless told otherwise.
     pub fn default_listen(self) -> &'static str {
         match self {
@@ -167,6 +193,36 @@ impl Program {
                 "sse",
             ],
             Self::Runner => &["listen", "store", "bus", "bus_tuning", "jobs", "runner"],
+        }
+    }
+}
+
+#[cfg(test)]
+mod command_line {
+    use super::Program;
+
+    #[test]
+    fn services_take_help_and_version_and_refuse_anything_else() {
+        for program in [Program::Api, Program::Gateway, Program::Runner] {
+            let name = program.binary();
+            for (args, kind) in [
+                (vec![name, "--help"], clap::error::ErrorKind::DisplayHelp),
+                (
+                    vec![name, "--version"],
+                    clap::error::ErrorKind::DisplayVersion,
+                ),
+                (
+                    vec![name, "--listen=0.0.0.0:1"],
+                    clap::error::ErrorKind::UnknownArgument,
+                ),
+                (vec![name, "serve"], clap::error::ErrorKind::UnknownArgument),
+            ] {
+                let e = program.command().try_get_matches_from(&args).unwrap_err();
+                assert_eq!(e.kind(), kind, "{args:?}");
+            }
+            assert!(program.command().try_get_matches_from([name]).is_ok());
+            let help = program.command().render_help().to_string();
+            assert!(help.contains("FLOWSYNC_CONFIG"), "{help}");
         }
     }
 }
