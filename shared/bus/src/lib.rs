@@ -40,6 +40,10 @@ use tokio::sync::broadcast;
 pub struct BusConfig {
     /// Events kept per flow for resume (at least; Redis trims approximately).
     pub history_len: usize,
+    /// Bytes of events kept per flow for resume: the oldest go first once the flow's
+    /// history passes it, whatever `history_len` allows. 8 MiB keeps ten thousand events
+    /// of a usual size and bounds a flow whose events are large (outputs up to 1 MiB).
+    pub history_bytes: usize,
     /// A flow's history expires after this long without a publish, in seconds.
     #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
     pub history_ttl: Duration,
@@ -60,6 +64,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             history_len: 10_000,
+            history_bytes: 8 << 20,
             history_ttl: Duration::from_secs(24 * 3600),
             channel_capacity: 256,
             namespace: String::new(),

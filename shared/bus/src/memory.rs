@@ -40,8 +40,11 @@ struct Flows {
 struct FlowState {
     epoch: Epoch,
     seq: u64,
-    /// The latest `history_len` events (bounded: the oldest is dropped first).
+    /// The latest `history_len` events, at most `history_bytes` of them (bounded: the
+    /// oldest is dropped first).
     ring: VecDeque<Arc<Message>>,
+    /// Bytes of the events in `ring`.
+    bytes: usize,
     tx: broadcast::Sender<Signal>,
     last_publish: Instant,
 }
@@ -52,6 +55,7 @@ impl FlowState {
             epoch: new_epoch(),
             seq: 0,
             ring: VecDeque::new(),
+            bytes: 0,
             tx: broadcast::channel(capacity.max(1)).0,
             last_publish: Instant::now(),
         }
@@ -146,6 +150,7 @@ impl History for MemoryBus {
             state.epoch = new_epoch();
             state.seq = 0;
             state.ring.clear();
+            state.bytes = 0;
         }
         Ok(())
     }
@@ -182,10 +187,14 @@ impl Bus for MemoryBus {
             kind: event.type_name().into(),
             json: with_seq(&json, state.seq),
         });
-        if state.ring.len() >= config.history_len.max(1) {
-            state.ring.pop_front();
-        }
+        state.bytes += message.json.len();
         state.ring.push_back(message.clone());
+        while state.ring.len() > config.history_len.max(1)
+            || (state.bytes > config.history_bytes && state.ring.len() > 1)
+        {
+            let oldest = state.ring.pop_front().expect("not empty");
+            state.bytes -= oldest.json.len();
+        }
         // No receiver is fine: history keeps the event.
         let _ = state.tx.send(Signal::Message(message));
         Ok(position)

@@ -28,23 +28,43 @@ use crate::{
 
 /// Atomically, for a batch of one flow's events: the next seqs (a new epoch when the meta
 /// is gone), a history entry and a PUBLISH per event, the TTLs. `ARGV`: channel, max
-/// length, TTL, a new epoch, then `type, json` per event; the JSON comes without `seq` and
-/// the script adds it. Returns the epoch and the first event's seq.
+/// length, TTL, a new epoch, max bytes, then `type, json` per event; the JSON comes without
+/// `seq` and the script adds it. Returns the epoch and the first event's seq.
+///
+/// Bytes: the meta's `bytes` counts what was added; `MAXLEN` trimming does not subtract,
+/// so it over-counts, never under. Once it passes the bound the script sums the stream
+/// for the true figure and drops the oldest entries (never the newest) until under it:
+/// rare with usual events, and cheap when events are large (few fit).
 const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[4]
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'bytes', 0)
 end
-local n = (#ARGV - 4) / 2
+local n = (#ARGV - 5) / 2
 local first = redis.call('HINCRBY', KEYS[1], 'seq', n) - n + 1
+local added = 0
 for i = 0, n - 1 do
   local seq = first + i
-  local kind = ARGV[5 + 2 * i]
-  local json = '{"seq":' .. seq .. ',' .. string.sub(ARGV[6 + 2 * i], 2)
+  local kind = ARGV[6 + 2 * i]
+  local json = '{"seq":' .. seq .. ',' .. string.sub(ARGV[7 + 2 * i], 2)
+  added = added + #json
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', kind, 'e', json)
   redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. kind .. ' ' .. json)
+end
+local max_bytes = tonumber(ARGV[5])
+if redis.call('HINCRBY', KEYS[1], 'bytes', added) > max_bytes then
+  local entries = redis.call('XRANGE', KEYS[2], '-', '+')
+  local total = 0
+  for _, entry in ipairs(entries) do total = total + #entry[2][4] end
+  local i = 1
+  while total > max_bytes and i < #entries do
+    total = total - #entries[i][2][4]
+    redis.call('XDEL', KEYS[2], entries[i][1])
+    i = i + 1
+  end
+  redis.call('HSET', KEYS[1], 'bytes', total)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
@@ -189,7 +209,8 @@ impl RedisBus {
                 .arg(&channel)
                 .arg(config.history_len.max(1))
                 .arg(config.history_ttl.as_secs().max(1))
-                .arg(new_epoch().as_str());
+                .arg(new_epoch().as_str())
+                .arg(config.history_bytes);
             for p in &batch {
                 call.arg(p.kind).arg(&p.json);
             }

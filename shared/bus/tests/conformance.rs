@@ -110,6 +110,7 @@ conformance!(
     gap_free_seq_under_concurrent_publishers,
     history_after_and_limit,
     gone_when_history_cannot_cover,
+    history_is_bounded_in_bytes_too,
     new_epoch_after_history_is_dropped,
     flows_are_isolated,
     resume_replays_then_goes_live_without_duplicates,
@@ -246,6 +247,43 @@ async fn history_after_and_limit(place: fn(BusConfig) -> Place) {
         bus.history(&f, &epoch, 10, 5).await.unwrap(),
         Replay::Events(vec![])
     );
+}
+
+/// Large events: the count bound would keep them all, the byte bound keeps the newest
+/// that fit (and always the newest one).
+async fn history_is_bounded_in_bytes_too(place: fn(BusConfig) -> Place) {
+    let place = place(BusConfig {
+        history_bytes: 100_000,
+        ..BusConfig::default()
+    });
+    let bus = place.bus();
+    let f = flow("big");
+    let chunk = "x".repeat(10_000);
+    let mut epoch = None;
+    for _ in 0..100 {
+        epoch = Some(bus.publish(&event(&f, &chunk)).await.unwrap().epoch);
+    }
+    let epoch = epoch.unwrap();
+    // The oldest kept: the first position history can still resume from.
+    let mut after = 0;
+    while bus.history(&f, &epoch, after, 1).await.unwrap() == Replay::Gone {
+        after += 1;
+        assert!(after < 100, "nothing kept");
+    }
+    let Replay::Events(kept) = bus.history(&f, &epoch, after, 100).await.unwrap() else {
+        panic!("gone")
+    };
+    let bytes: usize = kept.iter().map(|m| m.json.len()).sum();
+    assert!(bytes <= 100_000, "{bytes} bytes kept");
+    assert!(kept.len() >= 5, "only {} kept", kept.len());
+    assert_eq!(kept.last().unwrap().position.as_ref().unwrap().seq, 100);
+    // One event larger than the bound is still kept: the newest always is.
+    let huge = "y".repeat(150_000);
+    let at = bus.publish(&event(&f, &huge)).await.unwrap();
+    let Replay::Events(last) = bus.history(&f, &epoch, at.seq - 1, 10).await.unwrap() else {
+        panic!("the newest event is kept")
+    };
+    assert_eq!(last.len(), 1);
 }
 
 async fn gone_when_history_cannot_cover(place: fn(BusConfig) -> Place) {
