@@ -71,6 +71,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return {epoch, first}
 "#;
 
+/// Events of one flow that may wait for the flow's publisher before publishes are refused.
+const MAX_QUEUED: usize = 10_000;
+
 /// Local subscribers per flow: the subscriber task dispatches into these.
 type Subs = Arc<Mutex<HashMap<FlowId, broadcast::Sender<Signal>>>>;
 
@@ -464,6 +467,15 @@ impl Bus for RedisBus {
         let mut leads = vec![];
         {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+            // Back-pressure: a flow whose publishes outrun Redis refuses more (a 503 at the
+            // API) rather than queue without bound.
+            for (flow, _) in &pending {
+                if queues.get(flow).is_some_and(|q| q.len() >= MAX_QUEUED) {
+                    return Err(BusError::Unavailable(
+                        format!("{MAX_QUEUED} events of flow {flow} wait to be published").into(),
+                    ));
+                }
+            }
             for (flow, p) in pending {
                 match queues.get_mut(&flow) {
                     // A flush of this flow is under way: it will take this event too.

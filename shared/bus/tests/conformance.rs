@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flowsync_bus::memory::MemoryBus;
 use flowsync_bus::redis::RedisBus;
-use flowsync_bus::{Bus, BusConfig, Item, Position, Replay, Subscription};
+use flowsync_bus::{Bus, BusConfig, BusError, Item, Position, Replay, Subscription};
 use flowsync_protocol::{
     Actor, ConnectionId, Epoch, Event, EventBody, FlowId, LogStream, Presence, PresenceAction,
     Ready,
@@ -596,5 +596,41 @@ async fn a_redis_restart_that_keeps_its_data_loses_no_live_event() {
     for want in 4..=6 {
         let item = next(&mut sub).await;
         assert_eq!((seq(&item), chunk_of(&item)), (want, format!("e{want}")));
+    }
+}
+
+/// A Redis that stops answering: a flow's publishes queue up to a bound, then are refused
+/// at once (the API answers 503) instead of queueing without end; nothing hangs once
+/// Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_waiting_for_a_stalled_redis_are_bounded() {
+    let server = flowsync_testkit::RedisServer::start();
+    let bus = Arc::new(RedisBus::connect(&server.url(), BusConfig::default()).unwrap());
+    let f = flow("stalled");
+    bus.publish(&event(&f, "first")).await.unwrap();
+    server.pause();
+    let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let total = 12_000;
+    for i in 0..total {
+        let (bus, done) = (bus.clone(), done.clone());
+        let e = event(&f, &format!("e{i}"));
+        tokio::spawn(async move { done.send(bus.publish(&e).await) });
+    }
+    // The first results are refusals: nothing can be published while Redis is stopped.
+    let first = tokio::time::timeout(PATIENCE, results.recv())
+        .await
+        .expect("a publish past the bound is refused at once")
+        .unwrap();
+    let Err(BusError::Unavailable(why)) = first else {
+        panic!("{first:?}")
+    };
+    assert!(why.to_string().contains("wait to be published"), "{why}");
+    server.resume();
+    for _ in 1..total {
+        tokio::time::timeout(PATIENCE, results.recv())
+            .await
+            .expect("every publish ends")
+            .unwrap()
+            .ok();
     }
 }

@@ -232,6 +232,21 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Freezes the server (`SIGSTOP`): connections stay open, nothing is answered, until
+    /// [`resume`](Self::resume) — a Redis too slow for its clients.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.pid.to_string()])
+            .status();
+    }
+
+    /// Lets a [`pause`](Self::pause)d server go on.
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid.to_string()])
+            .status();
+    }
+
     /// Removes a persistent server's data while it is stopped: its restart is empty.
     pub fn wipe(&mut self) {
         assert!(!self.running, "stop the server before wiping its data");
