@@ -29,8 +29,12 @@ fn add(id: &str) -> Op {
 async fn session(client: Client, flow: &FlowId, name: &str) -> FlowSession {
     let config = SessionConfig {
         client_id: ClientId::parse(name).unwrap(),
-        op_timeout: Duration::from_secs(5),
-        op_attempts: 20,
+        // Longer than a stream's move to the other gateway through the proxy after a
+        // `docker kill` (a reconnect may first meet the dead address, cached by nginx's
+        // resolver for 5 s): a result that is late is not sent again, because a resent
+        // op's result is announced again and watchers would count it twice.
+        op_timeout: Duration::from_secs(60),
+        op_attempts: 3,
         ..SessionConfig::default()
     };
     FlowSession::open(client, flow.clone(), config)
