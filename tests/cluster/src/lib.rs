@@ -25,6 +25,50 @@ const SECRET: &str = "cluster-test-secret-of-at-least-32-bytes";
 /// How long anything a test awaits may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// One event as a plain reader read it: (type, id, data).
+pub type Read = (String, String, serde_json::Value);
+
+/// A plain SSE reader — a socket and a parser, no reconnect, no watchdog, none of the
+/// Rust client's recovery: everything it reads goes to the channel.
+pub async fn plain_reader(
+    url: String,
+    token: String,
+) -> tokio::sync::mpsc::UnboundedReceiver<Read> {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the stream opens");
+    assert_eq!(response.status(), 200);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(Ok(e)) = events.next().await {
+            let data = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
+            if tx.send((e.event, e.id, data)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next event of a plain reader that is not a heartbeat or presence.
+pub async fn next_seen(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Read>) -> Read {
+    loop {
+        let seen = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("the stream stays open");
+        if !["PING", "PRESENCE"].contains(&seen.0.as_str()) {
+            return seen;
+        }
+    }
+}
+
 /// Only one cluster at a time: each is a dozen processes on a 2-core machine.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

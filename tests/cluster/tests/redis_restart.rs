@@ -8,49 +8,14 @@
 
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
-use flowsync_cluster_tests::{Cluster, PATIENCE, Shape};
+use flowsync_cluster_tests::{Cluster, PATIENCE, Read as Seen, Shape, plain_reader as reader};
 use flowsync_protocol::{ClientId, FlowId, Op, OpsRequest};
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// One event as a reader saw it: (type, id, data).
-type Seen = (String, String, Value);
-
-/// A plain SSE reader: everything it reads goes to the channel; it never reconnects.
-async fn reader(url: String, token: String) -> mpsc::UnboundedReceiver<Seen> {
-    let response = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut events = response.bytes_stream().eventsource();
-        while let Some(Ok(e)) = events.next().await {
-            let data = serde_json::from_str(&e.data).unwrap_or(Value::Null);
-            if tx.send((e.event, e.id, data)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// The next event of a reader that is not a heartbeat or presence.
 async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
-    loop {
-        let seen = tokio::time::timeout(PATIENCE, rx.recv())
-            .await
-            .expect("an event in time")
-            .expect("the stream stays open");
-        if !["PING", "PRESENCE"].contains(&seen.0.as_str()) {
-            return seen;
-        }
-    }
+    flowsync_cluster_tests::next_seen(rx).await
 }
 
 fn add(op_id: &str) -> OpsRequest {
