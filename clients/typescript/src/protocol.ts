@@ -161,6 +161,11 @@ export interface ExecutionUpdate {
   node_status?: NodeStatus;
   progress?: number;
   output?: Json;
+  /**
+   * Set when the output was too large to travel in events: its size in bytes; `output` is then a
+   * preview (the start of its text) and the execution's `GET` serves it whole.
+   */
+  output_bytes?: number;
   error?: string;
 }
 

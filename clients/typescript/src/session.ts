@@ -588,7 +588,9 @@ export class FlowSession {
         progress: u.progress ?? node.progress,
       };
       nodes = { ...nodes, [u.node_id]: next };
-      if (next.partial && TERMINAL_NODE.includes(next.status)) void this.refetchRun(run.id);
+      // A large output comes by reference (a preview and its size): read it whole.
+      const byReference = u.output_bytes !== undefined;
+      if (byReference || (next.partial && TERMINAL_NODE.includes(next.status))) void this.refetchRun(run.id);
     }
     const error = u.node_id === undefined ? (u.error ?? run.error) : run.error;
     this.putRun({ ...run, status: u.status ?? run.status, error, nodes });

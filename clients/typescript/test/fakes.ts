@@ -2,7 +2,7 @@
 // and a fetch that answers from an in-memory flow. (The server itself is tested for real in
 // server.test.ts and the end-to-end test.)
 
-import type { Change, EventSourceLike, EventType, Flow, FlowSession, HistoryEntry, Op, SessionEvents } from "../src/index.js";
+import type { Change, EventSourceLike, EventType, Execution, Flow, FlowSession, HistoryEntry, Op, SessionEvents } from "../src/index.js";
 
 export class FakeSource implements EventSourceLike {
   readyState = 0;
@@ -90,6 +90,8 @@ export class Sources {
 export class FakeApi {
   flow: Flow = { id: "f", name: "f", version: 0, nodes: [], edges: [], meta: {}, created_at: "", updated_at: "" };
   history: HistoryEntry[] = [];
+  /** Executions served by `GET …/executions/{id}`. */
+  readonly executions = new Map<string, Execution>();
   readonly posts: Op[][] = [];
   readonly requests: string[] = [];
   private postWaiters: ((ops: Op[]) => void)[] = [];
@@ -106,6 +108,11 @@ export class FakeApi {
       return json(this.history.filter((h) => h.version > after));
     }
     if (method === "GET" && url.pathname.endsWith("/executions")) return json({ executions: [] });
+    const execution = url.pathname.match(/^\/v1\/flows\/f\/executions\/([^/]+)$/);
+    if (method === "GET" && execution) {
+      const found = this.executions.get(execution[1]!);
+      if (found) return json(found);
+    }
     if (method === "GET" && url.pathname.endsWith("/presence")) return json({ connections: [] });
     if (method === "POST" && url.pathname.endsWith("/ops")) {
       const ops = (JSON.parse(String(init!.body)) as { ops: Op[] }).ops;

@@ -174,6 +174,23 @@ test("LOG_STREAM text accumulates per node once, in index order", async () => {
   session.close();
 });
 
+test("an output announced by reference is read whole from the execution", async () => {
+  const { api, session, es } = await open();
+  const whole = "x".repeat(100_000);
+  api.executions.set("x2", {
+    id: "x2", flow_id: "f", flow_version: 0, status: "running", created_at: "", updated_at: "",
+    nodes: [{ node_id: "n1", status: "succeeded", output: whole, log: "" }],
+  });
+  es.send("EXECUTION_UPDATE", { execution_id: "x2", status: "running" }, 1);
+  es.send("EXECUTION_UPDATE", { execution_id: "x2", node_id: "n1", node_status: "running" }, 2);
+  const read = next(session, "execution", (x) => x.nodes.n1?.output === whole);
+  es.send("EXECUTION_UPDATE", { execution_id: "x2", node_id: "n1", node_status: "succeeded", output: "x".repeat(1024), output_bytes: 100_000 }, 3);
+  const run = await read;
+  assert.equal(run.nodes.n1!.status, "succeeded");
+  assert.ok(api.requests.includes("GET /v1/flows/f/executions/x2"));
+  session.close();
+});
+
 test("presence: joins, updates and leaves; own connection marked", async () => {
   const { session, es } = await open();
   const actor = { id: "bob", kind: "user", name: "Bob" };

@@ -964,7 +964,8 @@ var FlowSession = class _FlowSession {
         progress: u.progress ?? node.progress
       };
       nodes = { ...nodes, [u.node_id]: next };
-      if (next.partial && TERMINAL_NODE.includes(next.status)) void this.refetchRun(run.id);
+      const byReference = u.output_bytes !== void 0;
+      if (byReference || next.partial && TERMINAL_NODE.includes(next.status)) void this.refetchRun(run.id);
     }
     const error = u.node_id === void 0 ? u.error ?? run.error : run.error;
     this.putRun({ ...run, status: u.status ?? run.status, error, nodes });

@@ -297,9 +297,41 @@ async fn outputs_are_bounded_whatever_makes_them() {
     // 64 · 2^14 bytes is exactly runner.max_output_bytes (1 MiB): t15 is the first past.
     assert!(node_error(&e, "t14").is_empty(), "{e}");
     assert!(node_error(&e, "t15").contains("output_too_large"), "{e}");
-    assert!(
-        largest < (1 << 20) + (64 << 10),
-        "an event of {largest} bytes"
+    // Outputs up to runner.max_inline_output_bytes (64 KiB: t10's) travel inline, larger
+    // ones (t14's whole megabyte is stored) by reference.
+    assert!(largest < (64 << 10) + 1024, "an event of {largest} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_output_travels_by_reference() {
+    let body = HttpStub::start(
+        "127.0.0.1",
+        StubReply::Body {
+            len: 200 << 10,
+            content_length: true,
+        },
+    );
+    let binary = Binary::start(|s| {
+        s.runner.http_allow = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let mut events = binary
+        .flow("ref", &[node("h", "http", json!({"url": body.url}))], &[])
+        .await;
+    let id = binary.start_execution("ref").await;
+    let update = next(&mut events, |kind, e| {
+        kind == "EXECUTION_UPDATE"
+            && e["data"]["node_id"] == "h"
+            && e["data"]["node_status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(update["data"]["output_bytes"], 200 << 10, "{update}");
+    assert_eq!(update["data"]["output"].as_str().unwrap().len(), 1024);
+    ended(&mut events, &id).await;
+    let whole = binary.execution("ref", &id).await;
+    assert_eq!(
+        whole["nodes"][0]["output"].as_str().unwrap().len(),
+        200 << 10
     );
 }
 

@@ -27,6 +27,23 @@ use flowsync_protocol::MAX_DATA_DEPTH;
 /// The longest wait between two attempts of a node.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Bytes of an output's preview in events (when it is announced by reference).
+const PREVIEW: usize = 1024;
+
+/// The start of an output's text (a string's own, any other value's JSON), at most
+/// [`PREVIEW`] bytes, cut at a character boundary.
+fn preview(output: &Value) -> String {
+    let text = match output {
+        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    };
+    let mut end = PREVIEW.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// The bytes of a node's output: a string's own, any other value's JSON.
 fn output_bytes(output: &Value) -> usize {
     match output {
@@ -427,17 +444,23 @@ impl<'r> Run<'r> {
                 },
             )
             .await?;
+        let mut update = ExecutionUpdate::of_node(
+            self.execution.id.clone(),
+            node.clone(),
+            status,
+            output,
+            error,
+        );
+        // A large output is stored whole (above) and announced by reference.
+        if let Some(output) = &update.output {
+            let bytes = output_bytes(output);
+            if bytes > self.runner.config.max_inline_output_bytes {
+                update.output = Some(Value::String(preview(output)));
+                update.output_bytes = Some(bytes as u64);
+            }
+        }
         self.runner
-            .publish(
-                &self.flow,
-                EventBody::ExecutionUpdate(ExecutionUpdate::of_node(
-                    self.execution.id.clone(),
-                    node.clone(),
-                    status,
-                    output,
-                    error,
-                )),
-            )
+            .publish(&self.flow, EventBody::ExecutionUpdate(update))
             .await?;
         Ok(())
     }

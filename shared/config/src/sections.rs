@@ -142,11 +142,16 @@ pub struct RunnerConfig {
     pub retry_backoff: Duration,
     /// Bytes of one node's output (an `http` response, a rendered template, an LLM's
     /// text), and of its streamed log: beyond it the node fails (`output_too_large`).
-    /// 1 MiB: outputs travel whole in `EXECUTION_UPDATE` events to every client and into
-    /// bus history, and Redis drops a subscriber whose buffer passes 8 MiB for a minute.
+    /// 1 MiB: outputs are stored in the execution record and read whole by every client
+    /// that shows them; what is larger belongs in a file or a store of its own.
     pub max_output_bytes: usize,
     /// Bytes of all node outputs of one execution together: beyond it the execution fails.
     pub max_execution_bytes: usize,
+    /// Bytes of a node's output that travel in its `EXECUTION_UPDATE`: a larger one is
+    /// stored whole and announced by reference — a 1 KiB preview and its size
+    /// (`output_bytes`); clients read it whole from the execution. 64 KiB: an event every
+    /// client receives stays small, usual outputs still arrive inline.
+    pub max_inline_output_bytes: usize,
     /// Networks `http` nodes may reach although they are loopback, private, link-local
     /// or unique-local (CIDRs, comma-separated, e.g. `10.1.0.0/16,127.0.0.1/32`). Empty:
     /// only public addresses, checked after DNS and at every redirect.
@@ -176,6 +181,7 @@ impl Default for RunnerConfig {
             retry_backoff: Duration::from_millis(500),
             max_output_bytes: 1 << 20,
             max_execution_bytes: 8 << 20,
+            max_inline_output_bytes: 64 << 10,
             http_allow: vec![],
             http_max_redirects: 5,
             poll: Duration::from_secs(5),

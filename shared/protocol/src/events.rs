@@ -335,6 +335,11 @@ pub struct ExecutionUpdate {
     /// The node's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
+    /// Set when the output was too large to travel in events: its size in bytes. `output`
+    /// is then a preview (a string: the start of the output's text); `GET
+    /// /v1/flows/{id}/executions/{eid}` serves it whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
     /// What went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -354,6 +359,7 @@ impl ExecutionUpdate {
             node_status: None,
             progress: None,
             output: None,
+            output_bytes: None,
             error,
         }
     }
@@ -373,6 +379,7 @@ impl ExecutionUpdate {
             node_status: Some(status),
             progress: None,
             output,
+            output_bytes: None,
             error,
         }
     }
