@@ -77,7 +77,14 @@ const MAX_QUEUED: usize = 10_000;
 /// Local subscribers per flow: the subscriber task dispatches into these.
 type Subs = Arc<Mutex<HashMap<FlowId, broadcast::Sender<Signal>>>>;
 
-/// Requests to the subscriber task.
+/// Requests waiting for the subscriber task, at most.
+const CONTROL: usize = 1024;
+
+/// Unsubscribes that did not fit in the control channel: the subscriber task sends them
+/// before its next request. A set of channels, so bounded by the flows a process follows.
+type Overflow = Arc<Mutex<std::collections::HashSet<String>>>;
+
+/// Requests to the subscriber task (a bounded channel: subscribes wait for room).
 #[derive(Debug)]
 enum Control {
     /// SUBSCRIBE the channel; answer once Redis confirmed.
@@ -101,7 +108,9 @@ struct Inner {
     script: redis::Script,
     subs: Subs,
     /// To the subscriber task; dropping the bus closes it and ends the task.
-    control: mpsc::UnboundedSender<Control>,
+    control: mpsc::Sender<Control>,
+    /// Unsubscribes the channel had no room for.
+    overflow: Overflow,
     stats: Arc<RepairStats>,
     /// How many times the subscriber connection has been (re)established.
     connections: watch::Receiver<u64>,
@@ -135,13 +144,15 @@ impl RedisBus {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let conns = Conns::new(client.clone(), config.pool_size);
         let subs: Subs = Arc::default();
-        let (control, rx) = mpsc::unbounded_channel();
+        let (control, rx) = mpsc::channel(CONTROL);
+        let overflow = Overflow::default();
         let (connected, connections) = watch::channel(0);
         let (up, subscribed) = watch::channel(false);
         tokio::spawn(run_subscriber(
             client,
             subs.clone(),
             rx,
+            overflow.clone(),
             format!("{}flow:", config.namespace),
             connected,
             up,
@@ -153,6 +164,7 @@ impl RedisBus {
                 script: redis::Script::new(PUBLISH_LUA),
                 subs,
                 control,
+                overflow,
                 stats: Arc::new(RepairStats::default()),
                 connections,
                 subscribed,
@@ -328,7 +340,8 @@ struct Guard {
     flow: FlowId,
     channel: String,
     subs: Subs,
-    control: mpsc::UnboundedSender<Control>,
+    control: mpsc::Sender<Control>,
+    overflow: Overflow,
 }
 
 impl Drop for Guard {
@@ -339,9 +352,15 @@ impl Drop for Guard {
             .is_some_and(|tx| tx.receiver_count() == 0)
         {
             subs.remove(&self.flow);
-            let _ = self
-                .control
-                .send(Control::Unsubscribe(std::mem::take(&mut self.channel)));
+            let unsubscribe = Control::Unsubscribe(std::mem::take(&mut self.channel));
+            if let Err(mpsc::error::TrySendError::Full(Control::Unsubscribe(channel))) =
+                self.control.try_send(unsubscribe)
+            {
+                self.overflow
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(channel);
+            }
         }
     }
 }
@@ -528,16 +547,22 @@ impl Bus for RedisBus {
             channel: channel.clone(),
             subs: self.inner.subs.clone(),
             control: self.inner.control.clone(),
+            overflow: self.inner.overflow.clone(),
         };
         // Every subscriber waits for Redis to confirm (SUBSCRIBE is idempotent), so none
         // reads history before live delivery is on.
         let (ack, confirmed) = oneshot::channel();
-        self.inner
-            .control
-            .send(Control::Subscribe(channel, ack))
-            .map_err(|_| BusError::Invalid("the bus is shut down".into()))?;
-        match tokio::time::timeout(self.inner.config.subscribe_timeout, confirmed).await {
-            Ok(Ok(())) => {}
+        let asked = async {
+            self.inner
+                .control
+                .send(Control::Subscribe(channel, ack))
+                .await
+                .map_err(|_| BusError::Invalid("the bus is shut down".into()))?;
+            Ok::<_, BusError>(confirmed.await)
+        };
+        match tokio::time::timeout(self.inner.config.subscribe_timeout, asked).await {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(Ok(()))) => {}
             _ => {
                 return Err(BusError::Unavailable(
                     format!(
@@ -605,7 +630,8 @@ fn parse_message(payload: &[u8]) -> Result<Message, BusError> {
 async fn run_subscriber(
     client: redis::Client,
     subs: Subs,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    mut control: mpsc::Receiver<Control>,
+    overflow: Overflow,
     prefix: String,
     connected: watch::Sender<u64>,
     up: watch::Sender<bool>,
@@ -622,7 +648,12 @@ async fn run_subscriber(
                     () = tokio::time::sleep(backoff) => {}
                     c = control.recv() => match c {
                         None => return,
-                        Some(Control::Subscribe(_, ack)) => waiting.push(ack),
+                        Some(Control::Subscribe(_, ack)) => {
+                            // Callers that gave up (their timeout) are not kept.
+                            waiting.retain(|a| !a.is_closed());
+                            waiting.push(ack);
+                        }
+                        // Channels are subscribed from `subs` on connecting: nothing to do.
                         Some(Control::Unsubscribe(_)) => {}
                     },
                 }
@@ -641,6 +672,8 @@ async fn run_subscriber(
         if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
             continue;
         }
+        // A new connection follows exactly `subs`: nothing earlier needs unsubscribing.
+        overflow.lock().unwrap_or_else(|p| p.into_inner()).clear();
         for ack in waiting.drain(..) {
             let _ = ack.send(());
         }
@@ -653,14 +686,25 @@ async fn run_subscriber(
         connected_before = true;
         connected.send_modify(|n| *n += 1);
         up.send_replace(true);
+        // Unsubscribes that overflowed go out with the next request, or within a second.
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(msg) => dispatch(&subs, &prefix, &msg),
                     None => break,
                 },
+                _ = sweep.tick() => {
+                    if !unsubscribe_overflow(&overflow, &subs, &prefix, &mut sink).await {
+                        break;
+                    }
+                }
                 c = control.recv() => match c {
                     None => return,
+                    Some(c) if !unsubscribe_overflow(&overflow, &subs, &prefix, &mut sink).await => {
+                        requeue(c, &mut waiting);
+                        break;
+                    }
                     Some(Control::Subscribe(channel, ack)) => {
                         if sink.subscribe(&channel).await.is_ok() {
                             let _ = ack.send(());
@@ -679,6 +723,39 @@ async fn run_subscriber(
         }
         up.send_replace(false);
         tracing::warn!("bus subscriber lost its Redis connection");
+    }
+}
+
+/// Sends the unsubscribes that did not fit in the control channel; false when the
+/// connection failed.
+async fn unsubscribe_overflow(
+    overflow: &Overflow,
+    subs: &Subs,
+    prefix: &str,
+    sink: &mut redis::aio::PubSubSink,
+) -> bool {
+    // A flow followed again since is not unsubscribed.
+    let channels: Vec<String> = {
+        let followed = subs.lock().unwrap_or_else(|p| p.into_inner());
+        overflow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .filter(|c| {
+                c.strip_prefix(prefix)
+                    .and_then(|f| FlowId::parse(f).ok())
+                    .is_none_or(|f| !followed.contains_key(&f))
+            })
+            .collect()
+    };
+    channels.is_empty() || sink.unsubscribe(&channels).await.is_ok()
+}
+
+/// A request that could not be served before the connection failed: a subscribe waits
+/// for the next connection (which subscribes every followed flow anyway).
+fn requeue(c: Control, waiting: &mut Vec<oneshot::Sender<()>>) {
+    if let Control::Subscribe(_, ack) = c {
+        waiting.push(ack);
     }
 }
 

@@ -634,3 +634,57 @@ async fn publishes_waiting_for_a_stalled_redis_are_bounded() {
             .ok();
     }
 }
+
+/// More unsubscribes at once than the subscriber's control channel holds: none is lost
+/// (Redis ends up subscribed to exactly the flows still followed), and a flow followed
+/// again in between keeps its subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribes_past_the_control_channel_are_not_lost() {
+    let server = flowsync_testkit::RedisServer::start();
+    let bus = RedisBus::connect(
+        &server.url(),
+        BusConfig {
+            namespace: "ovf:".into(),
+            ..BusConfig::default()
+        },
+    )
+    .unwrap();
+    let mut subs = vec![];
+    for i in 0..1500 {
+        subs.push(bus.subscribe(&flow(&format!("f{i}"))).await.unwrap());
+    }
+    drop(subs);
+    let f0 = flow("f0");
+    let mut again = bus.subscribe(&f0).await.unwrap();
+    bus.publish(&event(&f0, "still here")).await.unwrap();
+    assert_eq!(chunk_of(&next(&mut again).await), "still here");
+    // What did not fit goes out with a later request (or within a second).
+    let _other = bus.subscribe(&flow("other")).await.unwrap();
+    let channels = || {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &server.port.to_string(),
+                "PUBSUB",
+                "CHANNELS",
+                "ovf:flow:*",
+            ])
+            .output()
+            .unwrap();
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while channels() != ["ovf:flow:f0", "ovf:flow:other"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            channels().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
