@@ -217,6 +217,11 @@ fn is_public(ip: IpAddr) -> bool {
             !(a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
+                // Prefixes that carry (or tunnel to) an IPv4 address this guard cannot
+                // judge: local-use NAT64, 6to4, Teredo.
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0)
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
                 || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated)
@@ -352,5 +357,50 @@ impl NodeKind for Llm {
             full.push_str(&token);
         }
         Ok(Value::String(full))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_permits_public_addresses_only_unless_allowed() {
+        let guard = Guard {
+            allow: vec!["10.1.0.0/16".parse().unwrap()],
+        };
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "64:ff9b::808:808"] {
+            assert!(guard.permits(public.parse().unwrap()), "{public}");
+        }
+        for inside in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378::1",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            assert!(!guard.permits(inside.parse().unwrap()), "{inside}");
+        }
+        assert!(
+            guard.permits("10.1.2.3".parse().unwrap()),
+            "allowed by the list"
+        );
+        assert!(
+            guard.permits("::ffff:10.1.2.3".parse().unwrap()),
+            "mapped, allowed"
+        );
     }
 }

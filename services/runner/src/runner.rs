@@ -141,11 +141,15 @@ impl Runner {
     /// Up to `max_executions` run at once, at most `max_executions_per_flow` of one flow.
     /// A job of a flow at its cap is *held*: kept claimed (touched like a running one) and
     /// started as soon as one of that flow's executions ends, while the runner goes on
-    /// taking other flows' jobs. Held jobs are bounded too (`max_executions` of them);
-    /// on stop they go back to the queue for another runner.
+    /// taking other flows' jobs. Held jobs are bounded too (16 × `max_executions`; past
+    /// that a capped job goes back to the queue's tail); a held job whose touch fails is
+    /// let go (it is not surely ours any more); on stop they go back to the queue.
     pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let most = self.config.max_executions.max(1);
+        // Held jobs are only ids: a flow's backlog may fill many before the runner would
+        // stop seeing other flows' jobs behind it; past this, capped jobs go back.
+        let most_held = most * 16;
         let per_flow_cap = self.config.max_executions_per_flow.max(1);
         let slots = Arc::new(tokio::sync::Semaphore::new(most));
         let mut per_flow: HashMap<FlowId, usize> = HashMap::new();
@@ -187,16 +191,19 @@ impl Runner {
                     continue;
                 }
                 _ = touch.tick(), if !held.is_empty() => {
-                    for job in &held {
-                        if let Err(e) = self.jobs.touch(&self.id, job).await {
-                            tracing::warn!(error = %e, "could not keep a held job claimed");
+                    let mut kept = std::collections::VecDeque::with_capacity(held.len());
+                    for job in held.drain(..) {
+                        match self.jobs.touch(&self.id, &job).await {
+                            Ok(()) => kept.push_back(job),
+                            // Not ours for sure any more (Redis lost it, or it went idle):
+                            // let it go, whoever gets it runs it — never two of us.
+                            Err(e) => tracing::warn!(error = %e, "a held job was let go"),
                         }
                     }
+                    held = kept;
                     continue;
                 }
-                slot = slots.clone().acquire_owned(), if held.len() < most => {
-                    slot.expect("never closed")
-                }
+                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
             };
             let taken = tokio::select! {
                 biased;
@@ -209,8 +216,19 @@ impl Runner {
                     if *count < per_flow_cap {
                         *count += 1;
                         self.spawn_job(&mut running, job, slot, ended_tx.clone());
-                    } else {
+                    } else if held.len() < most_held {
                         held.push_back(job);
+                    } else {
+                        // Back to the queue's tail; a moment's pause so a queue of nothing
+                        // but capped jobs is not spun through.
+                        let handed = async {
+                            self.jobs.enqueue(&job.flow, &job.execution).await?;
+                            self.jobs.ack(&job).await
+                        };
+                        if let Err(e) = handed.await {
+                            tracing::warn!(error = %e, "a capped job goes back after the idle timeout");
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
                 Ok(None) => self.health.turned(true),
@@ -243,16 +261,35 @@ impl Runner {
         slot: tokio::sync::OwnedSemaphorePermit,
         ended: tokio::sync::mpsc::UnboundedSender<FlowId>,
     ) {
+        /// Gives the slot back and says the flow has room, however the job ends (a
+        /// panic included).
+        struct Ended {
+            flow: Option<FlowId>,
+            ended: tokio::sync::mpsc::UnboundedSender<FlowId>,
+            slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        }
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                // The slot first: the runner may start a held job as soon as it hears.
+                drop(self.slot.take());
+                if let Some(flow) = self.flow.take() {
+                    let _ = self.ended.send(flow);
+                }
+            }
+        }
         let runner = self.clone();
+        let done = Ended {
+            flow: Some(job.flow.clone()),
+            ended,
+            slot: Some(slot),
+        };
         running.spawn(async move {
-            let flow = job.flow.clone();
+            let _done = done;
             let result = runner.run_job(job).await;
             runner.health.turned(result.is_ok());
             if let Err(e) = result {
                 tracing::warn!(error = %e, "job failed; it will be retried");
             }
-            drop(slot);
-            let _ = ended.send(flow);
         });
     }
 

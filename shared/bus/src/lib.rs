@@ -481,18 +481,23 @@ impl Subscription {
 
     /// Reports a gap history cannot fill and restarts after `message` (or at the head).
     async fn gone(&mut self, message: Option<Arc<Message>>) -> Result<Item, BusError> {
-        self.stats.gone.fetch_add(1, Ordering::Relaxed);
-        self.pending.clear();
-        self.delivered = None;
-        match message {
+        // The head first: if it cannot be read, nothing changed and the retry checks again.
+        let last = match message {
             Some(m) => {
-                self.last = m.position.clone();
+                let last = m.position.clone();
+                self.pending.clear();
                 self.pending.push_back(m);
+                last
             }
             None => {
-                self.start_at_head().await?;
+                let head = self.history.head(&self.flow).await?;
+                self.pending.clear();
+                head
             }
-        }
+        };
+        self.stats.gone.fetch_add(1, Ordering::Relaxed);
+        self.last = last;
+        self.delivered = None;
         Ok(Item::Gone)
     }
 
@@ -510,6 +515,9 @@ impl Subscription {
                 None => return Ok(true),
             },
         };
+        // Pages go to `pending` only once all were read: a failed read leaves nothing half
+        // delivered, so the retry neither skips nor repeats an event.
+        let mut filled = Vec::new();
         let mut fetched = 0u64;
         loop {
             if upto.is_some_and(|u| last.seq >= u) {
@@ -531,7 +539,7 @@ impl Subscription {
                 }
                 last.seq = seq;
                 fetched += 1;
-                self.pending.push_back(m);
+                filled.push(m);
             }
             if !full {
                 break;
@@ -541,6 +549,7 @@ impl Subscription {
             // History ends before the live event: the gap cannot be filled.
             return Ok(false);
         }
+        self.pending.extend(filled);
         if fetched > 0 {
             self.stats.filled.fetch_add(1, Ordering::Relaxed);
             self.stats.refetched.fetch_add(fetched, Ordering::Relaxed);

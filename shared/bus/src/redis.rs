@@ -33,8 +33,8 @@ use crate::{
 ///
 /// Bytes: the meta's `bytes` counts what was added; `MAXLEN` trimming does not subtract,
 /// so it over-counts, never under. Once it passes the bound the script sums the stream
-/// for the true figure and drops the oldest entries (never the newest) until under it:
-/// rare with usual events, and cheap when events are large (few fit).
+/// for the true figure and drops the oldest entries (never the newest) until under three
+/// quarters of it, so the sum is taken again only after a quarter of the bound was added.
 const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -58,8 +58,9 @@ if redis.call('HINCRBY', KEYS[1], 'bytes', added) > max_bytes then
   local entries = redis.call('XRANGE', KEYS[2], '-', '+')
   local total = 0
   for _, entry in ipairs(entries) do total = total + #entry[2][4] end
+  -- Down to three quarters of the bound, so the sum is not taken at every publish.
   local i = 1
-  while total > max_bytes and i < #entries do
+  while total > max_bytes * 3 / 4 and i < #entries do
     total = total - #entries[i][2][4]
     redis.call('XDEL', KEYS[2], entries[i][1])
     i = i + 1
@@ -560,18 +561,22 @@ impl Bus for RedisBus {
                 .map_err(|_| BusError::Invalid("the bus is shut down".into()))?;
             Ok::<_, BusError>(confirmed.await)
         };
-        match tokio::time::timeout(self.inner.config.subscribe_timeout, asked).await {
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(Ok(()))) => {}
-            _ => {
-                return Err(BusError::Unavailable(
-                    format!(
-                        "Redis did not confirm the subscription within {:?}",
-                        self.inner.config.subscribe_timeout
-                    )
-                    .into(),
-                ));
-            }
+        let refused = match tokio::time::timeout(self.inner.config.subscribe_timeout, asked).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Err(e)) => Some(e),
+            _ => Some(BusError::Unavailable(
+                format!(
+                    "Redis did not confirm the subscription within {:?}",
+                    self.inner.config.subscribe_timeout
+                )
+                .into(),
+            )),
+        };
+        if let Some(e) = refused {
+            // The receiver first, so the guard sees the flow unfollowed and unsubscribes.
+            drop(rx);
+            drop(guard);
+            return Err(e);
         }
         let mut subscription = Subscription::new(
             flow.clone(),
