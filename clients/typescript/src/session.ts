@@ -34,6 +34,8 @@ export interface SessionOptions extends StreamOptions {
   gapWaitMs?: number;
   /** At most one presence update per this many ms; the latest state wins (default 100). */
   presenceThrottleMs?: number;
+  /** Executions kept in {@link FlowSession.executions}: past it the oldest finished ones go (default 100). */
+  maxRuns?: number;
   /** Gives up opening (the stream keeps trying while the server is unreachable). */
   signal?: AbortSignal;
   /** Where recoveries (reloads, failed presence updates) are reported; default `console`. */
@@ -119,6 +121,9 @@ interface PendingOp {
 const TERMINAL_NODE: readonly NodeStatus[] = ["succeeded", "failed", "skipped", "cancelled"];
 const TERMINAL_RUN: readonly ExecutionStatus[] = ["succeeded", "failed", "cancelled"];
 
+/** `SYNC_CANVAS` events buffered ahead of a missing one before the session reloads instead. */
+const MAX_EARLY = 1000;
+
 /** A fresh op id. */
 export function newOpId(): string {
   return `op-${randomHex(16)}`;
@@ -175,6 +180,7 @@ export class FlowSession {
       opAttempts: options.opAttempts ?? 3,
       gapWaitMs: options.gapWaitMs ?? 250,
       presenceThrottleMs: options.presenceThrottleMs ?? 100,
+      maxRuns: options.maxRuns ?? 100,
     };
     this.started = ready;
     this.stream = new EventStream(
@@ -469,6 +475,12 @@ export class FlowSession {
     const fit = this.apply(sync);
     if (fit === "early") {
       this.early.set(sync.prev_version, sync);
+      // Far ahead of what history fills in one wait: reload now rather than buffer more.
+      if (this.early.size > MAX_EARLY) {
+        this.early.clear();
+        await this.reloadNow();
+        return;
+      }
       this.gapTimer ??= setTimeout(() => this.serially(() => this.fillGap()), this.options.gapWaitMs);
       return;
     }
@@ -567,6 +579,11 @@ export class FlowSession {
 
   private putRun(run: ExecutionState): void {
     this.runs.set(run.id, run);
+    // A long session sees many runs: the oldest finished ones go (running ones stay).
+    for (const [id, old] of this.runs) {
+      if (this.runs.size <= this.options.maxRuns) break;
+      if (id !== run.id && TERMINAL_RUN.includes(old.status)) this.runs.delete(id);
+    }
     this.emitter.emit("execution", run);
   }
 

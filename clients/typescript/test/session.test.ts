@@ -7,7 +7,7 @@ import { test } from "node:test";
 import { ConflictError, FlowSession, FlowsyncClient, OpTimeoutError, type Applied } from "../src/index.js";
 import { FakeApi, next, nodeAt, Sources } from "./fakes.js";
 
-async function open(options: { opTimeoutMs?: number; opAttempts?: number; gapWaitMs?: number } = {}) {
+async function open(options: { opTimeoutMs?: number; opAttempts?: number; gapWaitMs?: number; maxRuns?: number } = {}) {
   const api = new FakeApi();
   const sources = new Sources();
   const client = new FlowsyncClient({ baseUrl: "http://fake", fetch: api.fetch, backoffMs: 1 });
@@ -188,6 +188,20 @@ test("an output announced by reference is read whole from the execution", async 
   const run = await read;
   assert.equal(run.nodes.n1!.status, "succeeded");
   assert.ok(api.requests.includes("GET /v1/flows/f/executions/x2"));
+  session.close();
+});
+
+test("a long session keeps the newest runs, and every running one", async () => {
+  const { session, es } = await open({ maxRuns: 10 });
+  let seq = 1;
+  es.send("EXECUTION_UPDATE", { execution_id: "long", status: "running" }, seq++);
+  for (let i = 0; i < 30; i++) {
+    es.send("EXECUTION_UPDATE", { execution_id: `r${i}`, status: "succeeded" }, seq++);
+  }
+  await next(session, "execution", (x) => x.id === "r29");
+  assert.equal(session.executions.size, 10);
+  assert.ok(session.executions.has("long"), "a running execution stays");
+  assert.ok(session.executions.has("r29") && !session.executions.has("r0"));
   session.close();
 });
 

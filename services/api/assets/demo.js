@@ -552,6 +552,7 @@ var EventStream = class {
 // src/session.ts
 var TERMINAL_NODE = ["succeeded", "failed", "skipped", "cancelled"];
 var TERMINAL_RUN = ["succeeded", "failed", "cancelled"];
+var MAX_EARLY = 1e3;
 function newOpId() {
   return `op-${randomHex(16)}`;
 }
@@ -570,7 +571,8 @@ var FlowSession = class _FlowSession {
       opTimeoutMs: options.opTimeoutMs ?? 1e4,
       opAttempts: options.opAttempts ?? 3,
       gapWaitMs: options.gapWaitMs ?? 250,
-      presenceThrottleMs: options.presenceThrottleMs ?? 100
+      presenceThrottleMs: options.presenceThrottleMs ?? 100,
+      maxRuns: options.maxRuns ?? 100
     };
     this.started = ready;
     this.stream = new EventStream(
@@ -855,6 +857,11 @@ var FlowSession = class _FlowSession {
     const fit = this.apply(sync);
     if (fit === "early") {
       this.early.set(sync.prev_version, sync);
+      if (this.early.size > MAX_EARLY) {
+        this.early.clear();
+        await this.reloadNow();
+        return;
+      }
       this.gapTimer ??= setTimeout(() => this.serially(() => this.fillGap()), this.options.gapWaitMs);
       return;
     }
@@ -946,6 +953,10 @@ var FlowSession = class _FlowSession {
   }
   putRun(run) {
     this.runs.set(run.id, run);
+    for (const [id, old] of this.runs) {
+      if (this.runs.size <= this.options.maxRuns) break;
+      if (id !== run.id && TERMINAL_RUN.includes(old.status)) this.runs.delete(id);
+    }
     this.emitter.emit("execution", run);
   }
   run(id) {

@@ -371,7 +371,12 @@ impl Runner {
         };
         let flow = flow.expect("checked above");
         let cancel = CancellationToken::new();
-        let watcher = tokio::spawn(watch_cancel(sub, job.execution.clone(), cancel.clone()));
+        let watcher = tokio::spawn(watch_cancel(
+            sub,
+            self.store.clone(),
+            job.execution.clone(),
+            cancel.clone(),
+        ));
         let limit = self.config.execution_timeout;
         let result = match tokio::time::timeout(limit, run.dag(&flow, &plan, &cancel)).await {
             Ok(result) => result,
@@ -403,18 +408,37 @@ impl Runner {
     }
 }
 
-/// Cancels when an `EXECUTION_UPDATE` says the execution was cancelled.
-async fn watch_cancel(mut sub: Subscription, execution: ExecutionId, cancel: CancellationToken) {
-    while let Ok(Some(item)) = sub.next().await {
-        let Item::Message(m) = item else { continue };
-        if &*m.kind != "EXECUTION_UPDATE" {
-            continue;
-        }
-        let cancelled = matches!(
-            m.event(),
-            Ok(Event { body: EventBody::ExecutionUpdate(u), .. })
-                if u.execution_id == execution && u.status == Some(ExecutionStatus::Cancelled)
-        );
+/// Cancels when an `EXECUTION_UPDATE` says the execution was cancelled — or, when the
+/// flow's stream reports a gap (`Gone`: the cancel may have been in it), when the store
+/// says so. A failed read of the stream is retried, never the end of the watch.
+async fn watch_cancel(
+    mut sub: Subscription,
+    store: Store,
+    execution: ExecutionId,
+    cancel: CancellationToken,
+) {
+    loop {
+        let item = match sub.next().await {
+            Ok(Some(item)) => item,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "the cancel watch could not read the flow's events");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let cancelled = match item {
+            Item::Message(m) if &*m.kind == "EXECUTION_UPDATE" => matches!(
+                m.event(),
+                Ok(Event { body: EventBody::ExecutionUpdate(u), .. })
+                    if u.execution_id == execution && u.status == Some(ExecutionStatus::Cancelled)
+            ),
+            Item::Message(_) => false,
+            Item::Gone => matches!(
+                store.execution(&execution).await,
+                Ok(Some(e)) if e.status == ExecutionStatus::Cancelled
+            ),
+        };
         if cancelled {
             cancel.cancel();
             return;

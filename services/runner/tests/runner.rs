@@ -240,6 +240,7 @@ both!(
     a_diamond_runs_in_dependency_order_with_outputs_downstream,
     a_failed_node_skips_its_downstream_and_fails_the_execution,
     cancel_stops_a_running_execution,
+    a_cancel_lost_in_a_gap_of_the_runners_stream_still_stops_the_node,
     a_dead_runners_job_is_finished_by_another_without_rerunning_finished_nodes,
 );
 
@@ -374,6 +375,57 @@ async fn cancel_stops_a_running_execution(setup: Setup) {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
+}
+
+/// The cancel's event never reaches the runner (here: stored without one), but its stream
+/// reports a gap — the runner asks the store and stops the node.
+async fn a_cancel_lost_in_a_gap_of_the_runners_stream_still_stops_the_node(setup: Setup) {
+    let w = World::new(setup, Duration::from_secs(30)).await;
+    w.flow("gap", &[("slow", "delay", json!({"ms": 600_000}))], &[])
+        .await;
+    let mut sub = w.subscribe("gap").await;
+    let id = w.started("gap").await;
+    let runner = w.runner(None);
+    let running = tokio::spawn(async move { runner.try_execute_next().await });
+    drain(&mut sub, |s| s.iter().any(|x| x == "slow:running")).await;
+    let flow: flowsync_protocol::FlowId = "gap".parse().unwrap();
+    w.backends
+        .store
+        .set_execution_status(&id.parse().unwrap(), ExecutionStatus::Cancelled, None)
+        .await
+        .unwrap();
+    // The bus loses the flow's history: the next event opens a new epoch, a gap to every
+    // subscriber.
+    w.backends.bus.drop_history(&flow).await.unwrap();
+    w.backends
+        .bus
+        .publish(&flowsync_protocol::Event {
+            body: EventBody::LogStream(flowsync_protocol::LogStream {
+                execution_id: "other".parse().unwrap(),
+                node_id: "n".parse().unwrap(),
+                index: 0,
+                chunk: "unrelated".into(),
+                done: false,
+            }),
+            flow_id: flow,
+            seq: None,
+            ts: chrono::Utc::now(),
+            actor: flowsync_protocol::Actor::system(),
+            traceparent: None,
+        })
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("the node stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Finished(_, ExecutionStatus::Cancelled)),
+        "{outcome:?}"
+    );
+    let e = w.execution("gap", &id).await;
+    assert_eq!(e["nodes"][0]["status"], "cancelled", "{e}");
 }
 
 async fn a_dead_runners_job_is_finished_by_another_without_rerunning_finished_nodes(setup: Setup) {
