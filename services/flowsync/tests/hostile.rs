@@ -134,8 +134,8 @@ fn with_id(data: &str, id: String) -> Value {
     value
 }
 
-/// The next event `wanted` accepts.
-async fn next(events: &mut Events, wanted: impl Fn(&str, &Value) -> bool) -> Value {
+/// The next event `wanted` accepts (it sees every event before).
+async fn next(events: &mut Events, mut wanted: impl FnMut(&str, &Value) -> bool) -> Value {
     loop {
         let (kind, data) = tokio::time::timeout(PATIENCE, events.next())
             .await
@@ -147,16 +147,18 @@ async fn next(events: &mut Events, wanted: impl Fn(&str, &Value) -> bool) -> Val
     }
 }
 
+/// Whether `e` is the execution's final `EXECUTION_UPDATE`.
+fn is_end(kind: &str, e: &Value, execution: &str) -> bool {
+    kind == "EXECUTION_UPDATE"
+        && e["data"]["execution_id"] == execution
+        && e["data"]["node_id"].is_null()
+        && ["succeeded", "failed", "cancelled"]
+            .contains(&e["data"]["status"].as_str().unwrap_or(""))
+}
+
 /// Waits for the execution's final `EXECUTION_UPDATE`.
 async fn ended(events: &mut Events, execution: &str) -> Value {
-    next(events, |kind, e| {
-        kind == "EXECUTION_UPDATE"
-            && e["data"]["execution_id"] == execution
-            && e["data"]["node_id"].is_null()
-            && ["succeeded", "failed", "cancelled"]
-                .contains(&e["data"]["status"].as_str().unwrap_or(""))
-    })
-    .await
+    next(events, |kind, e| is_end(kind, e, execution)).await
 }
 
 fn node(id: &str, kind: &'static str, data: Value) -> (String, &'static str, Value) {
@@ -338,20 +340,12 @@ async fn a_large_output_travels_by_reference() {
 /// The size of the largest event until the execution ends.
 async fn largest_event_until_ended(events: &mut Events, id: &str) -> usize {
     let mut largest = 0;
-    loop {
-        let (kind, data) = tokio::time::timeout(PATIENCE, events.next())
-            .await
-            .expect("an event in time")
-            .expect("the stream is open");
-        largest = largest.max(data.to_string().len());
-        if kind == "EXECUTION_UPDATE"
-            && data["data"]["execution_id"] == id
-            && data["data"]["node_id"].is_null()
-            && ["succeeded", "failed"].contains(&data["data"]["status"].as_str().unwrap_or(""))
-        {
-            return largest;
-        }
-    }
+    next(events, |kind, e| {
+        largest = largest.max(e.to_string().len());
+        is_end(kind, e, id)
+    })
+    .await;
+    largest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

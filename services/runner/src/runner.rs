@@ -44,6 +44,16 @@ fn preview(output: &Value) -> String {
     text[..end].to_owned()
 }
 
+/// One execution of `flow` ended on this runner: the flow has room for another.
+fn release(per_flow: &mut HashMap<FlowId, usize>, flow: &FlowId) {
+    if let Some(count) = per_flow.get_mut(flow) {
+        *count -= 1;
+        if *count == 0 {
+            per_flow.remove(flow);
+        }
+    }
+}
+
 /// The bytes of a node's output: a string's own, any other value's JSON.
 fn output_bytes(output: &Value) -> usize {
     match output {
@@ -160,16 +170,8 @@ impl Runner {
         let mut running = JoinSet::new();
         loop {
             while running.try_join_next().is_some() {}
-            let release = |per_flow: &mut HashMap<FlowId, usize>, flow: FlowId| {
-                if let Some(count) = per_flow.get_mut(&flow) {
-                    *count -= 1;
-                    if *count == 0 {
-                        per_flow.remove(&flow);
-                    }
-                }
-            };
             while let Ok(flow) = ended_rx.try_recv() {
-                release(&mut per_flow, flow);
+                release(&mut per_flow, &flow);
             }
             // Held jobs whose flow has room go first, oldest first.
             while let Some(at) = held
@@ -187,7 +189,7 @@ impl Runner {
                 biased;
                 () = &mut stop => break,
                 Some(flow) = ended_rx.recv() => {
-                    release(&mut per_flow, flow);
+                    release(&mut per_flow, &flow);
                     continue;
                 }
                 _ = touch.tick(), if !held.is_empty() => {
@@ -221,13 +223,7 @@ impl Runner {
                     } else {
                         // Back to the queue's tail; a moment's pause so a queue of nothing
                         // but capped jobs is not spun through.
-                        let handed = async {
-                            self.jobs.enqueue(&job.flow, &job.execution).await?;
-                            self.jobs.ack(&job).await
-                        };
-                        if let Err(e) = handed.await {
-                            tracing::warn!(error = %e, "a capped job goes back after the idle timeout");
-                        }
+                        self.hand_back(&job).await;
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -241,19 +237,26 @@ impl Runner {
         }
         // Held jobs to another runner now, rather than after the idle timeout.
         for job in held {
-            let handed = async {
-                self.jobs.enqueue(&job.flow, &job.execution).await?;
-                self.jobs.ack(&job).await
-            };
-            if let Err(e) = handed.await {
-                tracing::warn!(error = %e, "a held job goes back after the idle timeout");
-            }
+            self.hand_back(&job).await;
         }
         while running.join_next().await.is_some() {}
     }
 
+    /// Puts a taken job back at the queue's tail for any runner: queued again first, then
+    /// acknowledged (a crash in between may run it twice, never lose it). If that fails it
+    /// is still claimed, and comes back after the idle timeout.
+    async fn hand_back(&self, job: &Job) {
+        let handed = async {
+            self.jobs.enqueue(&job.flow, &job.execution).await?;
+            self.jobs.ack(job).await
+        };
+        if let Err(e) = handed.await {
+            tracing::warn!(error = %e, "a job goes back to the queue after the idle timeout");
+        }
+    }
+
     /// Runs a job on its own task, holding `slot` until it ends; then says which flow
-    /// has room again.
+    /// has room again (see [`release`]).
     fn spawn_job(
         &self,
         running: &mut JoinSet<()>,
@@ -648,18 +651,20 @@ impl<'r> Run<'r> {
             let Some(Ok((id, result))) = done else {
                 continue;
             };
-            match result {
-                Ok(output) if total + output_bytes(&output) > max_total => {
-                    let error = format!(
+            // Past the execution's bound, a node's output fails it like its own error.
+            let result = result.and_then(|output| {
+                let bytes = output_bytes(&output);
+                if total + bytes > max_total {
+                    return Err(format!(
                         "execution_too_large: the outputs passed {max_total} bytes \
                          (runner.max_execution_bytes)"
-                    );
-                    self.node(&id, NodeStatus::Failed, None, Some(error.clone()))
-                        .await?;
-                    failure.get_or_insert(format!("node {id} failed: {error}"));
+                    ));
                 }
+                total += bytes;
+                Ok(output)
+            });
+            match result {
                 Ok(output) => {
-                    total += output_bytes(&output);
                     self.outputs.insert(id.clone(), output.clone());
                     self.node(&id, NodeStatus::Succeeded, Some(output), None)
                         .await?;
@@ -688,7 +693,13 @@ impl<'r> Run<'r> {
         plan: &Plan,
     ) -> impl std::future::Future<Output = (NodeId, Result<Value, String>)> + Send + 'static {
         let kind = self.runner.kinds.get(&node.kind).cloned();
-        let config = self.runner.config.clone();
+        let config = &self.runner.config;
+        let (node_timeout, max_retries, mut backoff, max_output) = (
+            config.node_timeout,
+            config.max_retries,
+            config.retry_backoff,
+            config.max_output_bytes,
+        );
         let upstream: HashMap<NodeId, Value> = plan.upstream[&node.id]
             .iter()
             .filter_map(|u| self.outputs.get(u).map(|o| (u.clone(), o.clone())))
@@ -715,14 +726,13 @@ impl<'r> Run<'r> {
                 .get("timeout_ms")
                 .and_then(Value::as_u64)
                 .map(Duration::from_millis)
-                .map_or(config.node_timeout, |t| t.min(config.node_timeout));
+                .map_or(node_timeout, |t| t.min(node_timeout));
             let retries = node
                 .data
                 .get("retries")
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
-                .min(u64::from(config.max_retries));
-            let mut backoff = config.retry_backoff;
+                .min(u64::from(max_retries));
             let mut result = Err(String::new());
             for attempt in 0..=retries {
                 if attempt > 0 {
@@ -733,18 +743,15 @@ impl<'r> Run<'r> {
                     node: &node,
                     upstream: &upstream,
                     log: &mut log,
-                    max_output: config.max_output_bytes,
+                    max_output,
                 });
                 result = tokio::time::timeout(timeout, run)
                     .await
                     .unwrap_or_else(|_| Err(format!("timed out after {} ms", timeout.as_millis())))
                     .and_then(|output| {
                         // Whatever the kind (a `delay` passes on all its inputs): bounded.
-                        if output_bytes(&output) > config.max_output_bytes {
-                            Err(TooLarge {
-                                max: config.max_output_bytes,
-                            }
-                            .to_string())
+                        if output_bytes(&output) > max_output {
+                            Err(TooLarge { max: max_output }.to_string())
                         } else if flowsync_protocol::json_depth(&output) > MAX_DATA_DEPTH {
                             Err(format!(
                                 "output_too_deep: the output nests past {MAX_DATA_DEPTH} levels"

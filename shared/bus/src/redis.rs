@@ -82,7 +82,8 @@ type Subs = Arc<Mutex<HashMap<FlowId, broadcast::Sender<Signal>>>>;
 const CONTROL: usize = 1024;
 
 /// Unsubscribes that did not fit in the control channel: the subscriber task sends them
-/// before its next request. A set of channels, so bounded by the flows a process follows.
+/// within a second (skipping flows followed again). A set of channels, so bounded by the
+/// flows a process follows.
 type Overflow = Arc<Mutex<std::collections::HashSet<String>>>;
 
 /// Requests to the subscriber task (a bounded channel: subscribes wait for room).
@@ -691,7 +692,7 @@ async fn run_subscriber(
         connected_before = true;
         connected.send_modify(|n| *n += 1);
         up.send_replace(true);
-        // Unsubscribes that overflowed go out with the next request, or within a second.
+        // Unsubscribes that overflowed go out within a second.
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -706,10 +707,6 @@ async fn run_subscriber(
                 }
                 c = control.recv() => match c {
                     None => return,
-                    Some(c) if !unsubscribe_overflow(&overflow, &subs, &prefix, &mut sink).await => {
-                        requeue(c, &mut waiting);
-                        break;
-                    }
                     Some(Control::Subscribe(channel, ack)) => {
                         if sink.subscribe(&channel).await.is_ok() {
                             let _ = ack.send(());
@@ -754,14 +751,6 @@ async fn unsubscribe_overflow(
             .collect()
     };
     channels.is_empty() || sink.unsubscribe(&channels).await.is_ok()
-}
-
-/// A request that could not be served before the connection failed: a subscribe waits
-/// for the next connection (which subscribes every followed flow anyway).
-fn requeue(c: Control, waiting: &mut Vec<oneshot::Sender<()>>) {
-    if let Control::Subscribe(_, ack) = c {
-        waiting.push(ack);
-    }
 }
 
 fn dispatch(subs: &Subs, prefix: &str, msg: &redis::Msg) {

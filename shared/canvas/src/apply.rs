@@ -700,11 +700,7 @@ impl Planner<'_> {
     }
 
     fn check_data(&self, data: &Data, what: &str) -> Result<(), Refusal> {
-        let depth = 1 + data
-            .values()
-            .map(flowsync_protocol::json_depth)
-            .max()
-            .unwrap_or(0);
+        let depth = flowsync_protocol::data_depth(data);
         if depth > flowsync_protocol::MAX_DATA_DEPTH {
             return Err(Refusal::invalid(format!(
                 "the {what} nests {depth} levels deep, the limit is {}",

@@ -28,6 +28,7 @@ pub use ids::{
     ActorId, ClientId, ConnectionId, EdgeId, ExecutionId, FlowId, IdError, NodeId, OpId,
 };
 pub use model::{
-    Actor, ActorKind, Data, Edge, Flow, MAX_DATA_DEPTH, Node, Position, Size, json_depth,
+    Actor, ActorKind, Data, Edge, Flow, MAX_DATA_DEPTH, Node, Position, Size, data_depth,
+    json_depth,
 };
 pub use ops::{FieldPath, NewEdge, NewNode, Op, OpKind, OpsRequest, TextTarget};

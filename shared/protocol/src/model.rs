@@ -32,6 +32,11 @@ pub fn json_depth(value: &serde_json::Value) -> usize {
     deepest
 }
 
+/// How deeply a `data` or `meta` object nests (the object itself is 1).
+pub fn data_depth(data: &Data) -> usize {
+    1 + data.values().map(json_depth).max().unwrap_or(0)
+}
+
 /// The deepest a node's or edge's `data`, a flow's `meta` or a node's output may nest
 /// (the object itself is 1). Events wrap data in about eight more levels, and the
 /// project's clients parse with serde_json's and browsers' defaults (128 levels): 32

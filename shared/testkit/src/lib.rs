@@ -663,15 +663,23 @@ impl ChatStub {
     }
 }
 
-/// Reads one request head (the body is not needed) and streams the tokens.
-fn stream_chat(mut stream: TcpStream, tokens: &[String], pace: Duration) {
+/// Reads one request head (the body is not needed); false when the peer went first.
+fn read_head(stream: &mut TcpStream) -> bool {
     let mut got = vec![];
     let mut chunk = [0u8; 8192];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
         match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(n) => got.extend_from_slice(&chunk[..n]),
         }
+    }
+    true
+}
+
+/// Reads one request head and streams the tokens.
+fn stream_chat(mut stream: TcpStream, tokens: &[String], pace: Duration) {
+    if !read_head(&mut stream) {
+        return;
     }
     let _ = stream.set_nodelay(true);
     let mut out = String::from(
@@ -745,13 +753,8 @@ impl HttpStub {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let reply = reply.clone();
                 std::thread::spawn(move || {
-                    let mut got = vec![];
-                    let mut chunk = [0u8; 8192];
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&chunk[..n]),
-                        }
+                    if !read_head(&mut stream) {
+                        return;
                     }
                     let _ = match reply {
                         StubReply::Status(code) => stream.write_all(

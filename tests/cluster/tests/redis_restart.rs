@@ -18,6 +18,46 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
     flowsync_cluster_tests::next_seen(rx).await
 }
 
+/// POSTs until the API accepts (`202`, its body returned): only `503` may come before,
+/// while its connections recover from the restart; a client retries shortly.
+async fn accepted<F, Fut>(post: &F, path: String, body: Value, round: usize) -> Value
+where
+    F: Fn(String, Value) -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = post(path.clone(), body.clone()).await.unwrap();
+        let status = r.status();
+        let answer: Value = r.json().await.unwrap_or(Value::Null);
+        if status == 202 {
+            return answer;
+        }
+        assert_eq!(status, 503, "round {round}: {path}: {answer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "round {round}: no 202 after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The final status of the execution `started` names, as the reader sees it announced.
+async fn ended(rx: &mut mpsc::UnboundedReceiver<Seen>, started: &Value) -> String {
+    let id = started["execution_id"].as_str().expect("an execution id");
+    loop {
+        let (kind, _, e) = next(rx).await;
+        let status = e["data"]["status"].as_str().unwrap_or_default();
+        if kind == "EXECUTION_UPDATE"
+            && e["data"]["execution_id"] == id
+            && e["data"]["node_id"].is_null()
+            && ["succeeded", "failed", "cancelled"].contains(&status)
+        {
+            return status.to_owned();
+        }
+    }
+}
+
 fn add(op_id: &str) -> OpsRequest {
     OpsRequest {
         client_id: ClientId::parse("writer").unwrap(),
@@ -115,22 +155,8 @@ async fn a_redis_restart_loses_nothing_silently_to_plain_readers() {
         // Ops after the restart (a 503 may come while the API's connections recover; the
         // same op id again is applied once).
         for i in 0..5 {
-            let op_id = format!("after{i}");
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            loop {
-                let r = post(format!("/v1/flows/{flow}/ops"), json!(add(&op_id)))
-                    .await
-                    .unwrap();
-                if r.status() == 202 {
-                    break;
-                }
-                assert_eq!(r.status(), 503, "round {round}");
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no 202 after the restart"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let path = format!("/v1/flows/{flow}/ops");
+            accepted(&post, path, json!(add(&format!("after{i}"))), round).await;
         }
         for (rx, head) in &mut readers {
             let mut got = vec![];
@@ -173,50 +199,19 @@ async fn a_redis_restart_loses_nothing_silently_to_plain_readers() {
         .await
         .unwrap();
         assert_eq!(r.status(), 202);
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let execution = loop {
-            // Like the ops above: a 503 while the API's connections recover; the execution
-            // that could not be queued is failed, not left queued (checked below).
-            let r = post(format!("/v1/flows/{flow}/executions"), json!({}))
-                .await
-                .unwrap();
-            let status = r.status();
-            let started: Value = r.json().await.unwrap();
-            if status == 202 {
-                break started["execution_id"].as_str().unwrap().to_owned();
-            }
-            assert_eq!(status, 503, "round {round}: {started}");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no 202 after the restart"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let state: Value = http
-                .get(format!("{api}/v1/flows/{flow}/executions/{execution}"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if state["status"] == "succeeded" {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: {state}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Like the ops above; an execution that could not be queued is failed, not left
+        // queued (checked below).
+        let path = format!("/v1/flows/{flow}/executions");
+        let started = accepted(&post, path.clone(), json!({}), round).await;
+        let (rx, _) = &mut readers[0];
+        assert_eq!(ended(rx, &started).await, "succeeded", "round {round}");
 
         // Redis has been back for (more than) 2 s: no endpoint answers 503.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let gateways: Vec<String> = cluster.gateways.iter().map(|g| g.url()).collect();
-        let mut checks = vec![
+        tokio::time::sleep_until((back + Duration::from_secs(2)).into()).await;
+        let check = post(path, json!({})).await.unwrap();
+        assert_eq!(check.status(), 202, "round {round}");
+        let check: Value = check.json().await.unwrap();
+        let mut answers = vec![
             http.get(format!("{api}/readyz")).send().await.unwrap(),
             http.get(format!("{api}/v1/flows/{flow}"))
                 .bearer_auth(&token)
@@ -226,56 +221,44 @@ async fn a_redis_restart_loses_nothing_silently_to_plain_readers() {
             post(format!("/v1/flows/{flow}/ops"), json!(add("check")))
                 .await
                 .unwrap(),
-            post(format!("/v1/flows/{flow}/executions"), json!({}))
-                .await
-                .unwrap(),
             http.get(format!("{api}/v1/flows/{flow}/presence"))
                 .bearer_auth(&token)
                 .send()
                 .await
                 .unwrap(),
         ];
-        for g in &gateways {
-            checks.push(http.get(format!("{g}/readyz")).send().await.unwrap());
+        for g in &cluster.gateways {
+            answers.push(
+                http.get(format!("{}/readyz", g.url()))
+                    .send()
+                    .await
+                    .unwrap(),
+            );
         }
-        for r in checks {
+        for r in answers {
             assert_ne!(r.status(), 503, "round {round}: {} answered 503", r.url());
         }
 
-        // No execution of the round is left behind: each runs to its end, or failed
-        // because it could not be queued (and its start answered 503).
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let list: Value = http
-                .get(format!("{api}/v1/flows/{flow}/executions"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let executions = list["executions"].as_array().unwrap();
-            if executions
-                .iter()
-                .all(|e| e["status"] != "queued" && e["status"] != "running")
-            {
-                for e in executions {
-                    assert!(
-                        e["status"] == "succeeded"
-                            || e["error"]
-                                .as_str()
-                                .is_some_and(|w| w.starts_with("could not be queued")),
-                        "round {round}: {e}"
-                    );
-                }
-                break;
-            }
+        // No execution of the round is left behind: each ran to its end, or failed because
+        // it could not be queued (and its start answered 503).
+        assert_eq!(ended(rx, &check).await, "succeeded", "round {round}");
+        let list: Value = http
+            .get(format!("{api}/v1/flows/{flow}/executions"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in list["executions"].as_array().unwrap() {
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {round}: {list}"
+                e["status"] == "succeeded"
+                    || e["error"]
+                        .as_str()
+                        .is_some_and(|w| w.starts_with("could not be queued")),
+                "round {round}: {e}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     #[allow(clippy::print_stderr)] // the figure decisions.md quotes (with --nocapture)

@@ -189,13 +189,7 @@ pub(super) async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let (flow, eid) = (flow_id(&path.0)?, execution_id(&path.1)?);
     caller.check(&flow, Scope::Publish)?;
-    let body = read_body(
-        &req,
-        payload,
-        state.limits.max_body_bytes,
-        state.limits.body_timeout,
-    )
-    .await?;
+    let body = read_body(&req, payload, &state.limits).await?;
     let event: EventBody = parse_json(&body)?;
     load(&state, &flow, &eid).await?;
     match &event {

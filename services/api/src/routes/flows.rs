@@ -38,13 +38,7 @@ pub(super) async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(
-        &req,
-        payload,
-        state.limits.max_body_bytes,
-        state.limits.body_timeout,
-    )
-    .await?;
+    let body = read_body(&req, payload, &state.limits).await?;
     let new: CreateFlow = parse_json(&body)?;
     match &new.id {
         Some(id) => caller.check(id, Scope::Write)?,
@@ -57,11 +51,7 @@ pub(super) async fn create(
         None => caller.check_scope(Scope::Write)?,
     }
     let limits = &state.store.config().limits;
-    let depth = 1
-        + (new.meta.values())
-            .map(flowsync_protocol::json_depth)
-            .max()
-            .unwrap_or(0);
+    let depth = flowsync_protocol::data_depth(&new.meta);
     if depth > flowsync_protocol::MAX_DATA_DEPTH {
         return Err(ApiError::invalid(
             "invalid_meta",

@@ -10,7 +10,7 @@ pub(crate) use flows::CreateFlow;
 pub(crate) use presence::{PresenceList, PresenceUpdate};
 
 use actix_web::{HttpResponse, web};
-use bytes_body::read_body;
+use bytes_body::{read_body, read_body_up_to};
 use flowsync_protocol::{ErrorBody, FlowId};
 
 use crate::error::ApiError;
@@ -285,10 +285,20 @@ mod bytes_body {
 
     use crate::error::ApiError;
 
+    /// The request body within the API's limits (`http.max_body_bytes`,
+    /// `http.body_timeout`): see [`read_body_up_to`].
+    pub(crate) async fn read_body(
+        req: &HttpRequest,
+        payload: web::Payload,
+        limits: &flowsync_config::HttpLimits,
+    ) -> Result<web::BytesMut, ApiError> {
+        read_body_up_to(req, payload, limits.max_body_bytes, limits.body_timeout).await
+    }
+
     /// The request body, refused with 413 once it passes `limit` bytes (without buffering
     /// more than that) — at once when its `Content-Length` says so — and with 408 unless it
     /// has all arrived within `timeout`.
-    pub(crate) async fn read_body(
+    pub(crate) async fn read_body_up_to(
         req: &HttpRequest,
         mut payload: web::Payload,
         limit: usize,

@@ -26,13 +26,7 @@ pub(super) async fn post(
     let id = flow_id(&path)?;
     caller.check(&id, Scope::Write)?;
     let if_match = if_match(&req)?;
-    let body = read_body(
-        &req,
-        payload,
-        state.limits.max_body_bytes,
-        state.limits.body_timeout,
-    )
-    .await?;
+    let body = read_body(&req, payload, &state.limits).await?;
     let request = OpsRequest::from_slice(&body).map_err(ApiError::InvalidBody)?;
     let max = state.store.config().limits.max_ops_per_request;
     if request.ops.len() > max {

@@ -8,7 +8,7 @@ use flowsync_protocol::{ConnectionId, EventBody, Presence, PresenceAction};
 use flowsync_store::StoreError;
 use serde::Deserialize;
 
-use super::{flow_id, parse_json, read_body};
+use super::{flow_id, parse_json, read_body_up_to};
 use crate::announce;
 use crate::caller::Caller;
 use crate::error::ApiError;
@@ -59,7 +59,7 @@ pub(super) async fn post(
         .presence_limiter
         .check(caller.actor.id.as_str())
         .map_err(ApiError::RateLimited)?;
-    let body = read_body(
+    let body = read_body_up_to(
         &req,
         payload,
         state.limits.max_presence_bytes + 256,
