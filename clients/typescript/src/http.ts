@@ -12,6 +12,7 @@ import type {
   Json,
   JsonObject,
   Op,
+  OpsRequest,
   PresenceEntry,
 } from "./protocol.js";
 
@@ -91,7 +92,8 @@ export class FlowsyncClient {
   /** Posts ops (`202`); their results come over the stream. Safe to repeat: op ids apply once. */
   postOps(id: string, clientId: string, ops: readonly Op[], ifMatch?: number): Promise<void> {
     const headers = ifMatch === undefined ? undefined : { "if-match": `W/"${ifMatch}"` };
-    return this.call(Repeat.Safe, "POST", `${flowPath(id)}/ops`, { client_id: clientId, ops }, headers);
+    const body: OpsRequest = { client_id: clientId, ops };
+    return this.call(Repeat.Safe, "POST", `${flowPath(id)}/ops`, body, headers);
   }
 
   /** Starts an execution of the flow as it is now. Sent once: a repeat would start another. */

@@ -92,6 +92,12 @@ export type Op = OpBody & {
 /** An op to send: the SDK makes an op id when none is given. */
 export type OpInput = OpBody & { op_id?: string; base_version?: number };
 
+/** The body of `POST …/ops`. */
+export interface OpsRequest {
+  client_id: string;
+  ops: readonly Op[];
+}
+
 /** One entity's new state (or a text splice) in a `SYNC_CANVAS` or history entry. */
 export type Change =
   | { kind: "node.upsert"; node: Node }
@@ -142,13 +148,25 @@ export type ConflictReason =
   | "skipped"
   | (string & {});
 
+/** What kind of entity an `EntityRef` names. */
+export type EntityKind = "node" | "edge" | "flow";
+
+/** The entity a conflict is about. */
+export interface EntityRef {
+  kind: EntityKind;
+  id: string;
+  /** Its current version, when it exists. */
+  version?: number;
+}
+
 export interface Conflict {
   op_id: string;
   client_id: string;
   reason: ConflictReason;
   message: string;
   current_version: number;
-  entity?: string;
+  /** The entity in the way, when there is one. */
+  entity?: EntityRef;
 }
 
 export type ExecutionStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -221,6 +239,8 @@ export type FlowEvent = {
     seq?: number;
     ts: string;
     actor: Actor;
+    /** The W3C `traceparent` of the request that caused it, when traced. */
+    traceparent?: string;
     data: EventData[T];
   };
 }[EventType];
