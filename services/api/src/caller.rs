@@ -26,11 +26,7 @@ impl FromRequest for Caller {
             .headers()
             .get("Authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+            .and_then(flowsync_auth::bearer_token);
         let result = state
             .auth
             .authenticate(token)

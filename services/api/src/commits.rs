@@ -126,7 +126,7 @@ impl Commits {
             Ok(Err(Failed::Store(e))) => Err(ApiError::from_store(&e)),
             // Durable, not announced: the client retries the same op ids, which announces
             // them (DESIGN §4).
-            Ok(Err(Failed::Bus(e))) => Err(ApiError::Unavailable(e.to_string())),
+            Ok(Err(Failed::Bus(e))) => Err(ApiError::from_bus(&e)),
             Err(_) => Err(ApiError::Unexpected(anyhow::anyhow!(
                 "the commit task of flow {flow} ended without an answer"
             ))),

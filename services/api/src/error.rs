@@ -66,9 +66,10 @@ pub enum ApiError {
     /// The subject sent too many requests; retry after the wait.
     #[error("too many requests: retry in {} ms", .0.as_millis())]
     RateLimited(std::time::Duration),
-    /// The store or the bus is down, or the flow too contended: retry later.
-    #[error("{0}")]
-    Unavailable(String),
+    /// The store or the bus is down: retry later. Says which, never the driver's error
+    /// (that is logged where it happened).
+    #[error("the {0} is unavailable")]
+    Unavailable(&'static str),
     /// Too many ops wait to commit to the flow: retry shortly.
     #[error("{0}")]
     Busy(String),
@@ -95,9 +96,8 @@ impl ApiError {
             Self::Invalid { code, .. }
             | Self::NotFound { code, .. }
             | Self::TooLarge { code, .. } => code,
-            Self::Unauthorized(AuthError::Expired) => "token_expired",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
+            Self::Unauthorized(e) => e.code(),
+            Self::Forbidden(e) => e.code(),
             Self::NotYours(_) => "not_yours",
             Self::Exists(_) => "flow_exists",
             Self::Unprocessable { code, .. } => code,
@@ -136,7 +136,7 @@ impl ApiError {
             StoreError::FlowExists(id) => Self::Exists(format!("flow {id} already exists")),
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "store unavailable");
-                Self::Unavailable(e.to_string())
+                Self::Unavailable("store")
             }
             e => Self::Unexpected(anyhow::anyhow!("{e}")),
         }
@@ -145,8 +145,22 @@ impl ApiError {
 
 impl From<BusError> for ApiError {
     fn from(e: BusError) -> Self {
-        tracing::warn!(error = %e, "bus unavailable");
-        Self::Unavailable(format!("the event bus is unavailable: {e}"))
+        Self::from_bus(&e)
+    }
+}
+
+impl ApiError {
+    /// What a bus error means to the caller (shared by every request of a group).
+    pub fn from_bus(e: &BusError) -> Self {
+        match e {
+            BusError::Unavailable(_) | BusError::Closed => {
+                tracing::warn!(error = %e, "bus unavailable");
+                Self::Unavailable("event bus")
+            }
+            BusError::Invalid(_) | BusError::Malformed(_) => {
+                Self::Unexpected(anyhow::anyhow!("bus: {e}"))
+            }
+        }
     }
 }
 

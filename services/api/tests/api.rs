@@ -2,119 +2,36 @@
 //! distributed (MongoDB + Redis from the test kit). Results are observed on the bus, never
 //! in the HTTP response.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use flowsync_api::config::ApiConfig;
-use flowsync_api::startup::{self, Application};
-use flowsync_auth::{AuthConfig, AuthMode, Secret};
-use flowsync_bus::jobs::{JobQueue, JobsConfig, MemoryJobs, RedisJobs};
-use flowsync_bus::memory::MemoryBus;
-use flowsync_bus::presence::{
-    MemoryPresence, PresenceConfig, PresenceEntry, PresenceSet, RedisPresence,
-};
-use flowsync_bus::redis::RedisBus;
-use flowsync_bus::{Bus, BusConfig, Item, Subscription};
+use flowsync_api::startup::Application;
+use flowsync_bus::presence::PresenceEntry;
+use flowsync_bus::{Item, Subscription};
 use flowsync_protocol::{Actor, ActorKind, ConflictReason, Event, EventBody, FlowId};
-use flowsync_store::mongo::{MongoBackend, MongoConfig};
-use flowsync_store::sqlite::SqliteBackend;
-use flowsync_store::{Backend, Store, StoreConfig};
+use flowsync_testkit::{Place, Setup, token};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const SECRET: &str = "api-test-secret";
 const PATIENCE: Duration = Duration::from_secs(20);
 
-#[derive(Clone, Copy, Debug)]
-enum Setup {
-    Embedded,
-    Distributed,
-}
-
-/// Where a test's data lives, so several API instances can share it.
-struct Backends {
-    setup: Setup,
-    dir: tempfile::TempDir,
-    mongo: MongoConfig,
-    bus: BusConfig,
-    memory: MemoryBus,
-    presence: MemoryPresence,
-    jobs: MemoryJobs,
-}
-
-impl Backends {
-    fn new(setup: Setup) -> Self {
-        Self {
-            setup,
-            dir: tempfile::tempdir().unwrap(),
-            mongo: MongoConfig {
-                uri: flowsync_testkit::mongo().uri.clone(),
-                database: flowsync_testkit::unique_name("api"),
-                ..MongoConfig::default()
-            },
-            bus: BusConfig {
-                namespace: format!("{}:", flowsync_testkit::unique_name("api")),
-                ..BusConfig::default()
-            },
-            memory: MemoryBus::new(BusConfig::default()),
-            presence: MemoryPresence::new(&PresenceConfig::default()),
-            jobs: MemoryJobs::new(&JobsConfig::default()),
-        }
-    }
-
-    /// A fresh handle on the shared data, as another process would open it.
-    async fn open(&self) -> startup::Backends {
-        let redis = flowsync_testkit::redis().url();
-        let (backend, bus, presence): (Arc<dyn Backend>, Arc<dyn Bus>, Arc<dyn PresenceSet>) =
-            match self.setup {
-                Setup::Embedded => (
-                    Arc::new(SqliteBackend::open(&self.dir.path().join("api.db")).unwrap()),
-                    Arc::new(self.memory.clone()),
-                    Arc::new(self.presence.clone()),
-                ),
-                Setup::Distributed => (
-                    Arc::new(MongoBackend::connect(&self.mongo).await.unwrap()),
-                    Arc::new(RedisBus::connect(&redis, self.bus.clone()).unwrap()),
-                    Arc::new(
-                        RedisPresence::connect(
-                            &redis,
-                            &self.bus.namespace,
-                            &PresenceConfig::default(),
-                        )
-                        .await
-                        .unwrap(),
-                    ),
-                ),
-            };
-        let jobs: Arc<dyn JobQueue> = match self.setup {
-            Setup::Embedded => Arc::new(self.jobs.clone()),
-            Setup::Distributed => Arc::new(
-                RedisJobs::connect(&redis, &self.bus.namespace, &JobsConfig::default()).unwrap(),
-            ),
-        };
-        startup::Backends {
-            store: Store::new(backend, StoreConfig::default()).await.unwrap(),
-            bus,
-            presence,
-            jobs,
-        }
-    }
-
+/// API instances over a test's [`Place`].
+trait Spawn {
     /// Starts an API instance on a free port; returns its base URL.
     async fn spawn(&self) -> String {
         self.spawn_with(|_| {}).await
     }
 
     /// Like `spawn`, with settings adjusted first.
+    async fn spawn_with(&self, adjust: impl FnOnce(&mut ApiConfig)) -> String;
+}
+
+impl Spawn for Place {
     async fn spawn_with(&self, adjust: impl FnOnce(&mut ApiConfig)) -> String {
         let backends = self.open().await;
         let mut config = ApiConfig {
             listen: "127.0.0.1:0".into(),
-            auth: AuthConfig {
-                mode: AuthMode::Hs256,
-                hs256_secret: Some(Secret::new(SECRET)),
-                ..AuthConfig::default()
-            },
+            auth: flowsync_testkit::hs256(),
             ..ApiConfig::default()
         };
         adjust(&mut config);
@@ -125,31 +42,20 @@ impl Backends {
     }
 }
 
-fn token(sub: &str, kind: &str, flows: &[&str], scope: &str) -> String {
-    let claims = json!({"sub": sub, "kind": kind, "flows": flows, "scope": scope,
-                        "exp": chrono::Utc::now().timestamp() + 3600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 fn admin() -> String {
     token("admin", "user", &["*"], "read write execute publish")
 }
 
 /// A test's world: backends, one API, an HTTP client.
 struct World {
-    backends: Backends,
+    backends: Place,
     base: String,
     http: reqwest::Client,
 }
 
 impl World {
     async fn new(setup: Setup) -> Self {
-        let backends = Backends::new(setup);
+        let backends = Place::new(setup);
         let base = backends.spawn().await;
         Self {
             backends,
@@ -229,20 +135,7 @@ fn add(op_id: &str, node: &str) -> Value {
     json!({"op_id": op_id, "type": "node.add", "node": {"id": node, "type": "note", "position": {"x": 0, "y": 0}}})
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Setup::Embedded).await; } )*
-        }
-        mod distributed {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Setup::Distributed).await; } )*
-        }
-    };
-}
-
-both!(
+flowsync_testkit::both!(
     flows_crud_etags_and_listing,
     results_travel_on_the_bus_not_in_the_response,
     three_agents_conflict_end_to_end,
@@ -333,7 +226,10 @@ async fn flows_crud_etags_and_listing(setup: Setup) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(next_event(&mut sub).await.type_name(), "FLOW_DELETED");
+    assert_eq!(
+        next_event(&mut sub).await.event_type(),
+        flowsync_protocol::EventType::FlowDeleted
+    );
     assert_eq!(
         w.get("/v1/flows/f2", &admin()).await.status(),
         StatusCode::NOT_FOUND
@@ -805,7 +701,7 @@ async fn presence_lists_the_connections_gateways_recorded(setup: Setup) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subjects_are_rate_limited_with_retry_after() {
-    let backends = Backends::new(Setup::Embedded);
+    let backends = Place::new(Setup::Embedded);
     let base = backends
         .spawn_with(|c| {
             c.http.rate_per_second = 1;
@@ -851,7 +747,7 @@ async fn subjects_are_rate_limited_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_allows_only_configured_origins() {
-    let backends = Backends::new(Setup::Embedded);
+    let backends = Place::new(Setup::Embedded);
     let base = backends
         .spawn_with(|c| c.http.cors_origins = vec!["https://app.example".into()])
         .await;
@@ -977,7 +873,7 @@ async fn openapi_is_valid_and_lists_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_off_is_refused_beyond_loopback() {
-    let backends = Backends::new(Setup::Embedded).open().await;
+    let backends = Place::new(Setup::Embedded).open().await;
     let config = ApiConfig {
         listen: "0.0.0.0:0".into(),
         ..ApiConfig::default()
@@ -988,26 +884,15 @@ async fn auth_off_is_refused_beyond_loopback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_with_too_many_ops_waiting_answers_503_busy() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("busy.db");
-    let config = StoreConfig {
-        max_queued_ops: 0, // nothing may wait behind a commit in flight
-        ..StoreConfig::default()
-    };
-    let store = Store::new(Arc::new(SqliteBackend::open(&path).unwrap()), config)
-        .await
-        .unwrap();
+    let mut place = Place::new(Setup::Embedded);
+    place.store.max_queued_ops = 0; // nothing may wait behind a commit in flight
+    let path = place.sqlite_path();
     let app = Application::with_backends(
         &ApiConfig {
             listen: "127.0.0.1:0".into(),
             ..ApiConfig::default()
         },
-        startup::Backends {
-            store,
-            bus: Arc::new(MemoryBus::new(BusConfig::default())),
-            presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
-            jobs: Arc::new(MemoryJobs::new(&JobsConfig::default())),
-        },
+        place.open().await,
     )
     .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());

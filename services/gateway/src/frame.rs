@@ -4,9 +4,9 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use flowsync_bus::Message;
-use flowsync_protocol::{Event, EventBody};
+use flowsync_protocol::{Event, EventType};
 
-/// Which event types a client wants (`?types=`), one bit per [`EventBody::TYPES`] entry,
+/// Which event types a client wants (`?types=`), one bit per [`EventType::index`],
 /// and how it wants its heartbeats (`?heartbeat=event`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TypeFilter(u16);
@@ -14,7 +14,7 @@ pub struct TypeFilter(u16);
 /// The filter bit that asks for heartbeats as `event: PING` (a browser's `EventSource`
 /// cannot see comments, so a watchdog there needs an event).
 const PING_EVENTS: u16 = 1 << 15;
-const _: () = assert!(EventBody::TYPES.len() < 15, "a type bit would collide");
+const _: () = assert!(EventType::ALL.len() < 15, "a type bit would collide");
 
 /// The heartbeat for streams that asked for it as an event.
 static PING_EVENT: LazyLock<Arc<Frame>> = LazyLock::new(|| {
@@ -32,8 +32,8 @@ impl TypeFilter {
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut bits = 0u16;
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let i = kind_index(name).ok_or_else(|| format!("unknown event type {name:?}"))?;
-            bits |= 1 << i;
+            let kind: EventType = name.parse().map_err(|e| format!("{e}"))?;
+            bits |= 1 << kind.index();
         }
         if bits == 0 {
             return Err("types names no event type".into());
@@ -62,14 +62,6 @@ impl TypeFilter {
     }
 }
 
-/// The index of an event type in [`EventBody::TYPES`].
-fn kind_index(name: &str) -> Option<u8> {
-    EventBody::TYPES
-        .iter()
-        .position(|t| *t == name)
-        .map(|i| i as u8)
-}
-
 /// The kind of frames every client receives whatever its filter: `READY`, `RESYNC`.
 const CONTROL: u8 = u8::MAX;
 /// The heartbeat's kind: every client receives it too.
@@ -78,7 +70,7 @@ const HEARTBEAT: u8 = u8::MAX - 1;
 /// One SSE frame, ready to write.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// Index of the event type in [`EventBody::TYPES`], or [`CONTROL`].
+    /// The event type's [`EventType::index`], or [`CONTROL`] or [`HEARTBEAT`].
     kind: u8,
     /// The bytes on the wire, `id:`/`event:`/`data:` lines and the blank line.
     pub bytes: Bytes,
@@ -87,18 +79,19 @@ pub struct Frame {
 impl Frame {
     /// Frames a bus message: `id: <epoch>-<seq>` (sequenced only), `event:`, `data:`.
     pub fn message(m: &Message) -> Self {
-        let mut out = Vec::with_capacity(m.json.len() + m.kind.len() + 64);
+        let kind = m.kind.as_str();
+        let mut out = Vec::with_capacity(m.json.len() + kind.len() + 64);
         if let Some(p) = &m.position {
             out.extend_from_slice(format!("id: {p}\n").as_bytes());
         }
         out.extend_from_slice(b"event: ");
-        out.extend_from_slice(m.kind.as_bytes());
+        out.extend_from_slice(kind.as_bytes());
         out.extend_from_slice(b"\ndata: ");
         // The bus carries compact JSON: no raw newline can end the data line early.
         out.extend_from_slice(&m.json);
         out.extend_from_slice(b"\n\n");
         Self {
-            kind: kind_index(&m.kind).unwrap_or(CONTROL),
+            kind: m.kind.index(),
             bytes: Bytes::from(out),
         }
     }
@@ -109,7 +102,7 @@ impl Frame {
         let json = serde_json::to_vec(event).expect("events serialise");
         let mut out = Vec::with_capacity(json.len() + 40);
         out.extend_from_slice(b"event: ");
-        out.extend_from_slice(event.type_name().as_bytes());
+        out.extend_from_slice(event.event_type().as_str().as_bytes());
         out.extend_from_slice(b"\ndata: ");
         out.extend_from_slice(&json);
         out.extend_from_slice(b"\n\n");
@@ -137,16 +130,21 @@ impl Frame {
 mod tests {
     use super::*;
 
+    fn message(position: Option<flowsync_bus::Position>, kind: EventType) -> Message {
+        Message {
+            position,
+            kind,
+            version: None,
+            traceparent: None,
+            json: Bytes::from_static(b"{}"),
+        }
+    }
+
     #[test]
     fn filter_parses_and_admits() {
         let f = TypeFilter::parse("SYNC_CANVAS, LOG_STREAM").unwrap();
-        let m = |kind: &str| Message {
-            position: None,
-            kind: kind.into(),
-            json: Bytes::from_static(b"{}"),
-        };
-        assert!(f.admits(&Frame::message(&m("SYNC_CANVAS"))));
-        assert!(!f.admits(&Frame::message(&m("CONFLICT"))));
+        assert!(f.admits(&Frame::message(&message(None, EventType::SyncCanvas))));
+        assert!(!f.admits(&Frame::message(&message(None, EventType::Conflict))));
         assert!(f.admits(&Frame::ping()));
         assert!(TypeFilter::parse("NOPE").unwrap_err().contains("NOPE"));
         assert!(TypeFilter::parse(",").is_err());
@@ -162,26 +160,17 @@ mod tests {
             assert!(filter.with_ping_events().admits(&dressed));
             assert!(!dressed.is_event(), "not counted as an event");
         }
-        let m = Message {
-            position: None,
-            kind: "SYNC_CANVAS".into(),
-            json: Bytes::from_static(b"{}"),
-        };
-        let event = Arc::new(Frame::message(&m));
+        let event = Arc::new(Frame::message(&message(None, EventType::SyncCanvas)));
         let dressed = TypeFilter::ALL.with_ping_events().dress(event.clone());
         assert!(Arc::ptr_eq(&dressed, &event), "events pass as they are");
     }
 
     #[test]
     fn message_frame_has_id_event_and_data() {
-        let m = Message {
-            position: Some("ep1-7".parse().unwrap()),
-            kind: "LOG_STREAM".into(),
-            json: Bytes::from_static(b"{\"seq\":7}"),
-        };
+        let m = message(Some("ep1-7".parse().unwrap()), EventType::LogStream);
         assert_eq!(
             &Frame::message(&m).bytes[..],
-            b"id: ep1-7\nevent: LOG_STREAM\ndata: {\"seq\":7}\n\n"
+            b"id: ep1-7\nevent: LOG_STREAM\ndata: {}\n\n"
         );
     }
 }

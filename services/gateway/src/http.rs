@@ -38,11 +38,7 @@ impl Head {
     pub fn token(&self) -> Option<&str> {
         self.authorization
             .as_deref()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(flowsync_auth::bearer_token)
             .or_else(|| self.query("access_token"))
     }
 }

@@ -13,12 +13,12 @@ use std::time::Duration;
 use flowsync_bus::presence::{PresenceEntry, PresenceSet};
 use flowsync_bus::{Bus, BusError, Item, Message, Position, Subscription};
 use flowsync_protocol::{
-    Actor, ConnectionId, Event, EventBody, FlowId, Presence, PresenceAction, Resync,
+    Actor, ConnectionId, Event, EventBody, EventType, FlowId, Presence, PresenceAction, Resync,
 };
-use flowsync_store::{Store, StoreError};
-use serde::Deserialize;
+use flowsync_store::StoreError;
 use tokio::sync::{OnceCell, broadcast};
 
+use crate::flows::FlowVersions;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 
@@ -43,20 +43,22 @@ pub enum JoinError {
     /// The flow does not exist (or was deleted).
     #[error("flow {0} does not exist")]
     NotFound(FlowId),
-    /// The bus or the store is down.
-    #[error("{0}")]
-    Unavailable(String),
+    /// The bus or the store is down: says which (the error is logged, not sent).
+    #[error("the {0} is unavailable")]
+    Unavailable(&'static str),
 }
 
 impl From<BusError> for JoinError {
     fn from(e: BusError) -> Self {
-        Self::Unavailable(format!("the event bus is unavailable: {e}"))
+        tracing::warn!(error = %e, "a stream could not join: the event bus is unavailable");
+        Self::Unavailable("event bus")
     }
 }
 
 impl From<StoreError> for JoinError {
     fn from(e: StoreError) -> Self {
-        Self::Unavailable(format!("the store is unavailable: {e}"))
+        tracing::warn!(error = %e, "a stream could not join: the store is unavailable");
+        Self::Unavailable("store")
     }
 }
 
@@ -64,7 +66,7 @@ impl From<StoreError> for JoinError {
 #[derive(Debug)]
 pub struct Hubs {
     bus: Arc<dyn Bus>,
-    store: Store,
+    store: Arc<dyn FlowVersions>,
     presence: Arc<dyn PresenceSet>,
     config: HubConfig,
     metrics: Metrics,
@@ -122,7 +124,7 @@ impl Hubs {
     /// No flows yet.
     pub fn new(
         bus: Arc<dyn Bus>,
-        store: Store,
+        store: Arc<dyn FlowVersions>,
         presence: Arc<dyn PresenceSet>,
         config: HubConfig,
         metrics: Metrics,
@@ -354,23 +356,6 @@ impl Drop for Membership {
     }
 }
 
-/// The part of an event the hub reads when traced.
-#[derive(Deserialize)]
-struct Traced {
-    traceparent: Option<String>,
-}
-
-/// The part of a `SYNC_CANVAS` the hub reads: the version it reached.
-#[derive(Deserialize)]
-struct SyncVersion {
-    data: VersionOnly,
-}
-
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
-}
-
 /// A `RESYNC` frame.
 pub fn resync(flow: &FlowId, reason: &str) -> Frame {
     Frame::event(&Event {
@@ -463,10 +448,10 @@ impl Hub {
     /// Frames a bus message once and sends it to every stream of the flow; when traced,
     /// within a `fanout` span that continues the trace of the request behind the event.
     fn send_message(&self, m: &Message) {
-        let parent = flowsync_telemetry::enabled()
-            .then(|| serde_json::from_slice::<Traced>(&m.json).ok())
-            .flatten()
-            .and_then(|t| t.traceparent);
+        let parent = m
+            .traceparent
+            .as_deref()
+            .filter(|_| flowsync_telemetry::enabled());
         if let Some(parent) = parent {
             let span = tracing::info_span!(
                 "fanout",
@@ -474,7 +459,7 @@ impl Hub {
                 event = %m.kind,
                 streams = self.tx.receiver_count(),
             );
-            flowsync_telemetry::continue_from(&span, &parent);
+            flowsync_telemetry::continue_from(&span, parent);
             return span.in_scope(|| self.fan_out(m));
         }
         self.fan_out(m);
@@ -482,18 +467,12 @@ impl Hub {
 
     fn fan_out(&self, m: &Message) {
         let frame = Arc::new(Frame::message(m));
-        let version = match &*m.kind {
-            "SYNC_CANVAS" => serde_json::from_slice::<SyncVersion>(&m.json)
-                .ok()
-                .map(|s| s.data.version),
-            _ => None,
-        };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = version {
+        if let Some(v) = m.version {
             state.version = state.version.max(v);
             state.deleted = false;
         }
-        if &*m.kind == "FLOW_DELETED" {
+        if m.kind == EventType::FlowDeleted {
             state.deleted = true;
         }
         if m.position.is_some() {

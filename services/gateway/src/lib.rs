@@ -9,14 +9,19 @@
 //!
 //! # Layout
 //! - [`config`]: the gateway's sections of the settings model.
-//! - [`server`]: the process: accept, route, authenticate, limit, drain on SIGTERM.
+//! - [`server`]: the process: accept, route, answer the short requests, drain on SIGTERM.
+//! - `admission`: whether a stream may open (flow id, token, scope, connection limits)
+//!   and its joining the flow.
 //! - [`http`]: the request head and short answers.
 //! - [`stream`]: one stream: `READY`, replay, live frames, slow-client policy.
 //! - [`hub`]: per-flow fan-out, presence of the flow's streams, heartbeats.
 //! - [`frame`]: SSE framing and the `?types=` filter.
+//! - [`flows`]: the one thing the gateway asks of the store (a flow's version).
 //! - [`metrics`]: Prometheus counters.
 
+mod admission;
 pub mod config;
+pub mod flows;
 pub mod frame;
 pub mod http;
 pub mod hub;

@@ -8,9 +8,10 @@ use flowsync_protocol::{Epoch, Event, EventBody, FlowId, Ready};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
+use crate::admission::Admitted;
 use crate::frame::{Frame, TypeFilter};
 use crate::hub;
-use crate::server::{Admitted, Shared};
+use crate::server::Shared;
 
 /// Frames coalesced into one write at most.
 const MAX_BATCH_FRAMES: usize = 64;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
-use flowsync_auth::{AuthConfig, AuthMode, Secret};
+use flowsync_auth::AuthConfig;
 use flowsync_bus::presence::{PresenceConfig, PresenceSet, RedisPresence};
 use flowsync_bus::redis::RedisBus;
 use flowsync_bus::{Bus, BusConfig};
@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-const SECRET: &str = "gateway-test-secret";
 /// Guards against a hang; never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -128,11 +127,7 @@ impl World {
     ) -> anyhow::Result<Running> {
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".into(),
-            auth: AuthConfig {
-                mode: AuthMode::Hs256,
-                hs256_secret: Some(Secret::new(SECRET)),
-                ..AuthConfig::default()
-            },
+            auth: flowsync_testkit::hs256(),
             ..GatewayConfig::default()
         };
         adjust(&mut config);
@@ -146,7 +141,7 @@ impl World {
         Ok(match self.edge {
             Edge::Gateway => {
                 let backends = Backends {
-                    store: self.store.clone(),
+                    store: Arc::new(self.store.clone()),
                     bus,
                     presence,
                 };
@@ -227,14 +222,7 @@ fn chunk(flow: &FlowId, index: u64, pad: &str) -> Event {
 }
 
 fn token(sub: &str, flows: &[&str]) -> String {
-    let claims = json!({"sub": sub, "kind": "user", "flows": flows, "scope": "read",
-                        "exp": chrono::Utc::now().timestamp() + 3600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    flowsync_testkit::token(sub, "user", flows, "read")
 }
 
 /// One received SSE event.
@@ -569,16 +557,14 @@ async fn flows_are_isolated_and_tokens_checked(edge: Edge) {
     assert_eq!(b.chunks(1).await, vec![105]);
 
     // Refusals, each with its status and code.
-    let expired = {
-        let claims = json!({"sub": "u", "kind": "user", "flows": ["*"], "scope": "read",
-                            "exp": chrono::Utc::now().timestamp() - 3600});
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap()
-    };
+    let expired = flowsync_testkit::token_signed(
+        "u",
+        "user",
+        &["*"],
+        "read",
+        -3600,
+        flowsync_testkit::SECRET,
+    );
     let all = token("u", &["*"]);
     for (path, tok, last, status, code) in [
         (

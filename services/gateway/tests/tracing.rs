@@ -44,7 +44,7 @@ async fn fan_out_continues_the_trace_of_the_event() {
         ..GatewayConfig::default()
     };
     let backends = Backends {
-        store,
+        store: Arc::new(store),
         bus: Arc::new(bus.clone()),
         presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
     };

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowsync_client::llm::chat_tokens;
+use flowsync_llm::chat_tokens;
 use flowsync_protocol::{Node, NodeId};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::plan::{TooLarge, render};
+use flowsync_plan::{TooLarge, render};
 
 /// Where a running node streams its output (`LOG_STREAM` chunks).
 #[async_trait]

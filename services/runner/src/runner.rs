@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use flowsync_bus::jobs::{Job, JobQueue};
 use flowsync_bus::{Bus, BusError, Item, Subscription};
 use flowsync_protocol::{
-    Actor, ActorId, ActorKind, Event, EventBody, Execution, ExecutionId, ExecutionStatus,
-    ExecutionUpdate, Flow, FlowId, LogStream, Node, NodeId, NodeStatus,
+    Actor, ActorId, ActorKind, Event, EventBody, EventType, Execution, ExecutionId,
+    ExecutionStatus, ExecutionUpdate, Flow, FlowId, LogStream, Node, NodeId, NodeStatus,
 };
 use flowsync_store::{NodeRunUpdate, Store, StoreError};
 use serde_json::Value;
@@ -21,7 +21,7 @@ pub use flowsync_config::RunnerConfig;
 
 use crate::health::Health;
 use crate::kinds::{LogSink, NodeInput, NodeKind, builtins};
-use crate::plan::{Plan, TooLarge};
+use flowsync_plan::{Plan, TooLarge};
 use flowsync_protocol::MAX_DATA_DEPTH;
 
 /// The longest wait between two attempts of a node.
@@ -431,7 +431,7 @@ async fn watch_cancel(
             }
         };
         let cancelled = match item {
-            Item::Message(m) if &*m.kind == "EXECUTION_UPDATE" => matches!(
+            Item::Message(m) if m.kind == EventType::ExecutionUpdate => matches!(
                 m.event(),
                 Ok(Event { body: EventBody::ExecutionUpdate(u), .. })
                     if u.execution_id == execution && u.status == Some(ExecutionStatus::Cancelled)

@@ -4,82 +4,32 @@
 //! backends from the test kit. The LLM endpoint is the test kit's `ChatStub` (it is outside
 //! the product).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use flowsync_api::config::ApiConfig;
 use flowsync_api::startup::{Application, Backends};
-use flowsync_bus::jobs::{JobsConfig, MemoryJobs, RedisJobs};
-use flowsync_bus::memory::MemoryBus;
-use flowsync_bus::presence::{MemoryPresence, PresenceConfig};
-use flowsync_bus::redis::RedisBus;
-use flowsync_bus::{BusConfig, Item, Subscription};
+use flowsync_bus::jobs::JobsConfig;
+use flowsync_bus::{Item, Subscription};
 use flowsync_protocol::{EventBody, ExecutionStatus};
 use flowsync_runner::kinds::LlmConfig;
 use flowsync_runner::{Outcome, Runner, RunnerConfig};
-use flowsync_store::mongo::MongoConfig;
-use flowsync_store::{StoreBackend, StoreConfig};
+use flowsync_testkit::{Place, Setup};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-#[derive(Clone, Copy, Debug)]
-enum Setup {
-    Embedded,
-    Distributed,
-}
 
 /// One world: backends, the API on a free port, an HTTP client.
 struct World {
     backends: Backends,
     base: String,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _place: Place,
 }
 
 impl World {
     async fn new(setup: Setup, idle: Duration) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let jobs_config = JobsConfig { idle_timeout: idle };
-        let backends = match setup {
-            Setup::Embedded => Backends {
-                store: StoreBackend::Sqlite {
-                    path: dir.path().join("r.db"),
-                }
-                .open(StoreConfig::default())
-                .await
-                .unwrap(),
-                bus: Arc::new(MemoryBus::new(BusConfig::default())),
-                presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
-                jobs: Arc::new(MemoryJobs::new(&jobs_config)),
-            },
-            Setup::Distributed => {
-                let redis = flowsync_testkit::redis().url();
-                let ns = format!("{}:", flowsync_testkit::unique_name("run"));
-                Backends {
-                    store: StoreBackend::Mongo(MongoConfig {
-                        uri: flowsync_testkit::mongo().uri.clone(),
-                        database: flowsync_testkit::unique_name("run"),
-                        ..MongoConfig::default()
-                    })
-                    .open(StoreConfig::default())
-                    .await
-                    .unwrap(),
-                    bus: Arc::new(
-                        RedisBus::connect(
-                            &redis,
-                            BusConfig {
-                                namespace: ns.clone(),
-                                ..BusConfig::default()
-                            },
-                        )
-                        .unwrap(),
-                    ),
-                    presence: Arc::new(MemoryPresence::new(&PresenceConfig::default())),
-                    jobs: Arc::new(RedisJobs::connect(&redis, &ns, &jobs_config).unwrap()),
-                }
-            }
-        };
+        let place = Place::with_jobs(setup, JobsConfig { idle_timeout: idle });
+        let backends = place.open().await;
         let app = Application::with_backends(
             &ApiConfig {
                 listen: "127.0.0.1:0".into(),
@@ -94,7 +44,7 @@ impl World {
             backends,
             base,
             http: reqwest::Client::new(),
-            _dir: dir,
+            _place: place,
         }
     }
 
@@ -223,20 +173,7 @@ fn ended(seen: &[String]) -> bool {
         .any(|s| ["exec:succeeded", "exec:failed", "exec:cancelled"].contains(&s.as_str()))
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Setup::Embedded).await; } )*
-        }
-        mod distributed {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Setup::Distributed).await; } )*
-        }
-    };
-}
-
-both!(
+flowsync_testkit::both!(
     a_diamond_runs_in_dependency_order_with_outputs_downstream,
     a_failed_node_skips_its_downstream_and_fails_the_execution,
     cancel_stops_a_running_execution,

@@ -225,6 +225,32 @@ pub enum AuthError {
     Invalid(String),
 }
 
+impl AuthError {
+    /// The error body's `code` (DESIGN §3) for the `401` every service answers with
+    /// `WWW-Authenticate: Bearer`: `token_expired` tells a client to refresh its token.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Expired => "token_expired",
+            Self::Missing | Self::Invalid(_) => "unauthorized",
+        }
+    }
+}
+
+impl Denied {
+    /// The error body's `code` for the `403`.
+    pub fn code(&self) -> &'static str {
+        "forbidden"
+    }
+}
+
+/// The token of an `Authorization` header value `Bearer <token>` (the scheme in any case,
+/// RFC 7235); `None` for any other scheme or an empty token.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// A configuration that cannot work (at startup).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {

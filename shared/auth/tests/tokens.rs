@@ -222,3 +222,20 @@ fn secrets_never_print() {
     assert!(!format!("{config:?}").contains("hunter2"));
     assert!(!format!("{:?}", hs256()).contains("s3cret"));
 }
+
+#[test]
+fn bearer_tokens_are_read_in_one_place() {
+    use flowsync_auth::bearer_token;
+    assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+    assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+    assert_eq!(
+        bearer_token("BEARER abc"),
+        Some("abc"),
+        "the scheme in any case"
+    );
+    assert_eq!(bearer_token("Basic abc"), None);
+    assert_eq!(bearer_token("Bearer "), None);
+    assert_eq!(bearer_token("Bearerabc"), None);
+    assert_eq!(flowsync_auth::AuthError::Expired.code(), "token_expired");
+    assert_eq!(flowsync_auth::AuthError::Missing.code(), "unauthorized");
+}

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use flowsync_protocol::{Epoch, Event, EventId, FlowId};
+use flowsync_protocol::{Epoch, Event, EventBody, EventId, EventType, FlowId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -127,17 +127,30 @@ impl BusBackend {
 }
 
 /// What can go wrong on the bus.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
-    /// Redis cannot be reached or failed.
+    /// Redis cannot be reached or failed. The source is shared: one failed call answers
+    /// every publish it carried.
     #[error("bus unavailable: {0}")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Unavailable(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The bus was shut down (its subscriber or publisher task is gone).
+    #[error("the bus is shut down")]
+    Closed,
     /// An event that cannot be published that way (e.g. `READY` on the bus).
     #[error("{0}")]
     Invalid(String),
     /// A message on the bus does not parse.
     #[error("malformed bus message: {0}")]
     Malformed(String),
+}
+
+impl BusError {
+    /// `Unavailable` for a reason of our own (no driver error behind it).
+    pub fn unavailable(why: impl Into<String>) -> Self {
+        Self::Unavailable(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
+            why.into(),
+        )))
+    }
 }
 
 impl From<serde_json::Error> for BusError {
@@ -149,13 +162,18 @@ impl From<serde_json::Error> for BusError {
 /// A place in a flow's history: the SSE `id`.
 pub type Position = EventId;
 
-/// One event on the bus: its JSON, framed once and shared by every receiver.
+/// One event on the bus: its JSON, framed once and shared by every receiver, with what its
+/// consumers need to know of it read off once, when it was published.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     /// Where the event sits in its flow's history; `None` for ephemeral events.
     pub position: Option<Position>,
-    /// The event type, e.g. `SYNC_CANVAS`.
-    pub kind: Box<str>,
+    /// The event type.
+    pub kind: EventType,
+    /// For `SYNC_CANVAS`: the flow version the ops reached.
+    pub version: Option<u64>,
+    /// The trace context of the request behind the event, when traced.
+    pub traceparent: Option<Box<str>>,
     /// The event's JSON, `seq` included.
     pub json: Bytes,
 }
@@ -165,12 +183,24 @@ impl fmt::Debug for Message {
         f.debug_struct("Message")
             .field("position", &self.position.as_ref().map(ToString::to_string))
             .field("kind", &self.kind)
+            .field("version", &self.version)
             .field("bytes", &self.json.len())
             .finish()
     }
 }
 
 impl Message {
+    /// The message for `event`, whose JSON (with `seq` when sequenced) is `json`.
+    pub fn new(position: Option<Position>, event: &Event, json: Bytes) -> Self {
+        Self {
+            position,
+            kind: event.event_type(),
+            version: canvas_version(event),
+            traceparent: traceparent(event).map(Into::into),
+            json,
+        }
+    }
+
     /// The sequence number, for sequenced events.
     pub fn seq(&self) -> Option<u64> {
         self.position.as_ref().map(|p| p.seq)
@@ -180,6 +210,22 @@ impl Message {
     pub fn event(&self) -> Result<Event, BusError> {
         serde_json::from_slice(&self.json).map_err(|e| BusError::Malformed(e.to_string()))
     }
+}
+
+/// The flow version a `SYNC_CANVAS` reached.
+pub(crate) fn canvas_version(event: &Event) -> Option<u64> {
+    match &event.body {
+        EventBody::SyncCanvas(s) => Some(s.version),
+        _ => None,
+    }
+}
+
+/// The event's trace context, when it is one token that a bus message can carry.
+pub(crate) fn traceparent(event: &Event) -> Option<&str> {
+    event
+        .traceparent
+        .as_deref()
+        .filter(|t| !t.is_empty() && t.len() <= 256 && !t.contains(|c: char| c.is_whitespace()))
 }
 
 /// Serialises an event without its `seq` (the bus adds it). The JSON starts with `{`.

@@ -162,7 +162,7 @@ impl Bus for MemoryBus {
         if !event.body.is_sequenced() {
             return Err(BusError::Invalid(format!(
                 "{} is not a sequenced event",
-                event.type_name()
+                event.event_type()
             )));
         }
         let json = encode(event)?;
@@ -182,11 +182,11 @@ impl Bus for MemoryBus {
             epoch: state.epoch.clone(),
             seq: state.seq,
         };
-        let message = Arc::new(Message {
-            position: Some(position.clone()),
-            kind: event.type_name().into(),
-            json: with_seq(&json, state.seq),
-        });
+        let message = Arc::new(Message::new(
+            Some(position.clone()),
+            event,
+            with_seq(&json, state.seq),
+        ));
         state.bytes += message.json.len();
         state.ring.push_back(message.clone());
         while state.ring.len() > config.history_len.max(1)
@@ -201,11 +201,7 @@ impl Bus for MemoryBus {
     }
 
     async fn publish_ephemeral(&self, event: &Event) -> Result<(), BusError> {
-        let message = Arc::new(Message {
-            position: None,
-            kind: event.type_name().into(),
-            json: encode(event)?.into(),
-        });
+        let message = Arc::new(Message::new(None, event, encode(event)?.into()));
         if let Some(state) = self.flows().by_id.get(&event.flow_id) {
             let _ = state.tx.send(Signal::Message(message));
         }

@@ -2,11 +2,14 @@
 //!
 //! Per flow, with the hash tag `{flow_id}` so all of a flow lives on one cluster slot:
 //! - `flow:{<id>}:meta` — hash `epoch`, `seq`;
-//! - `flow:{<id>}:events` — the history stream, entry id `<seq>-0`, fields `t` (type) and
-//!   `e` (the event JSON), capped at `history_len` (approximately), expiring after
+//! - `flow:{<id>}:events` — the history stream, entry id `<seq>-0`, fields `t` (type),
+//!   `e` (the event JSON) and, when there are, `v` (a `SYNC_CANVAS`'s version) and `p`
+//!   (the `traceparent`), capped at `history_len` (approximately), expiring after
 //!   `history_ttl` without a publish;
-//! - channel `flow:<id>` — messages `<epoch> <seq> <type> <json>` (`- -` for ephemeral
-//!   events), so subscribers need no second lookup.
+//! - channel `flow:<id>` — messages `<epoch> <seq> <type> <version> <traceparent> <json>`
+//!   (`-` for what an event has not: epoch and seq for ephemeral events), so subscribers
+//!   need no second lookup and never parse the JSON. Messages and entries of the older
+//!   form, without version and traceparent, still read (the JSON starts with `{`).
 //!
 //! Every key and channel is prefixed with the configured namespace.
 
@@ -16,20 +19,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use flowsync_protocol::{Epoch, Event, FlowId};
+use flowsync_protocol::{Epoch, Event, EventType, FlowId};
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
     Bus, BusConfig, BusError, History, Message, Position, RepairStats, Replay, Signal,
-    Subscription, encode, new_epoch,
+    Subscription, canvas_version, encode, new_epoch, traceparent,
 };
 
 /// Atomically, for a batch of one flow's events: the next seqs (a new epoch when the meta
 /// is gone), a history entry and a PUBLISH per event, the TTLs. `ARGV`: channel, max
-/// length, TTL, a new epoch, max bytes, then `type, json` per event; the JSON comes without
-/// `seq` and the script adds it. Returns the epoch and the first event's seq.
+/// length, TTL, a new epoch, max bytes, then `type, version, traceparent, json` per event
+/// (`-` for an absent version or traceparent); the JSON comes without `seq` and the script
+/// adds it. Returns the epoch and the first event's seq.
 ///
 /// Bytes: the meta's `bytes` counts what was added; `MAXLEN` trimming does not subtract,
 /// so it over-counts, never under. Once it passes the bound the script sums the stream
@@ -42,16 +46,22 @@ if not epoch then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'bytes', 0)
 end
-local n = (#ARGV - 5) / 2
+local n = (#ARGV - 5) / 4
 local first = redis.call('HINCRBY', KEYS[1], 'seq', n) - n + 1
 local added = 0
 for i = 0, n - 1 do
   local seq = first + i
-  local kind = ARGV[6 + 2 * i]
-  local json = '{"seq":' .. seq .. ',' .. string.sub(ARGV[7 + 2 * i], 2)
+  local kind = ARGV[6 + 4 * i]
+  local version = ARGV[7 + 4 * i]
+  local trace = ARGV[8 + 4 * i]
+  local json = '{"seq":' .. seq .. ',' .. string.sub(ARGV[9 + 4 * i], 2)
   added = added + #json
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', kind, 'e', json)
-  redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. kind .. ' ' .. json)
+  local entry = {'t', kind, 'e', json}
+  if version ~= '-' then table.insert(entry, 'v'); table.insert(entry, version) end
+  if trace ~= '-' then table.insert(entry, 'p'); table.insert(entry, trace) end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', unpack(entry))
+  redis.call('PUBLISH', ARGV[1],
+    epoch .. ' ' .. seq .. ' ' .. kind .. ' ' .. version .. ' ' .. trace .. ' ' .. json)
 end
 local max_bytes = tonumber(ARGV[5])
 if redis.call('HINCRBY', KEYS[1], 'bytes', added) > max_bytes then
@@ -126,17 +136,21 @@ struct Inner {
 /// A publish waiting for its flow's next script call.
 #[derive(Debug)]
 struct Pending {
-    kind: &'static str,
+    kind: EventType,
+    /// A `SYNC_CANVAS`'s version, as the script's argument (`-` for none).
+    version: String,
+    /// The trace context, as the script's argument (`-` for none).
+    traceparent: String,
     /// The event JSON without `seq`.
     json: Vec<u8>,
-    done: oneshot::Sender<Result<Position, String>>,
+    done: oneshot::Sender<Result<Position, BusError>>,
 }
 
 /// Most events one script call publishes (bounds the script's run time and reply).
 const MAX_BATCH: usize = 256;
 
 pub(crate) fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BusError {
-    BusError::Unavailable(Box::new(e))
+    BusError::Unavailable(Arc::new(e))
 }
 
 impl RedisBus {
@@ -229,17 +243,20 @@ impl RedisBus {
                 .arg(new_epoch().as_str())
                 .arg(config.history_bytes);
             for p in &batch {
-                call.arg(p.kind).arg(&p.json);
+                call.arg(p.kind.as_str())
+                    .arg(&p.version)
+                    .arg(&p.traceparent)
+                    .arg(&p.json);
             }
-            let result: Result<(String, u64), String> = match self.conn().await {
-                Ok(mut conn) => call
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            let result: Result<(String, u64), BusError> = match self.conn().await {
+                Ok(mut conn) => call.invoke_async(&mut conn).await.map_err(unavailable),
+                Err(e) => Err(e),
             };
             let epoch = result.and_then(|(epoch, first)| {
-                Ok((Epoch::parse(epoch).map_err(|e| e.to_string())?, first))
+                Ok((
+                    Epoch::parse(epoch).map_err(|e| BusError::Malformed(e.to_string()))?,
+                    first,
+                ))
             });
             for (i, p) in batch.into_iter().enumerate() {
                 let _ = p.done.send(match &epoch {
@@ -377,7 +394,7 @@ impl History for RedisBus {
         limit: usize,
     ) -> Result<Replay, BusError> {
         let (meta, stream) = self.keys(flow.as_str());
-        type Entry = (String, (String, String, String, Vec<u8>));
+        type Entry = (String, Vec<(String, Vec<u8>)>);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hget(&meta, "epoch")
@@ -402,19 +419,18 @@ impl History for RedisBus {
             return Ok(Replay::Events(vec![]));
         }
         let mut events = Vec::with_capacity(entries.len());
-        for (id, (_, kind, _, json)) in entries {
+        for (id, fields) in entries {
             let seq = id
                 .split_once('-')
                 .and_then(|(s, _)| s.parse().ok())
                 .ok_or_else(|| BusError::Malformed(format!("stream entry id {id}")))?;
-            events.push(Arc::new(Message {
-                position: Some(Position {
+            events.push(Arc::new(entry_message(
+                Position {
                     epoch: epoch.clone(),
                     seq,
-                }),
-                kind: kind.into(),
-                json: Bytes::from(json),
-            }));
+                },
+                fields,
+            )?));
         }
         // The first event must follow `after` directly, or history was trimmed past it.
         if events.first().and_then(|m| m.seq()) != Some(after + 1) {
@@ -471,7 +487,7 @@ impl Bus for RedisBus {
             if !event.body.is_sequenced() {
                 return Err(BusError::Invalid(format!(
                     "{} is not a sequenced event",
-                    event.type_name()
+                    event.event_type()
                 )));
             }
             let (done, result) = oneshot::channel();
@@ -479,7 +495,9 @@ impl Bus for RedisBus {
             pending.push((
                 event.flow_id.clone(),
                 Pending {
-                    kind: event.type_name(),
+                    kind: event.event_type(),
+                    version: canvas_version(event).map_or_else(|| "-".into(), |v| v.to_string()),
+                    traceparent: traceparent(event).unwrap_or("-").into(),
                     json: encode(event)?,
                     done,
                 },
@@ -492,9 +510,9 @@ impl Bus for RedisBus {
             // API) rather than queue without bound.
             for (flow, _) in &pending {
                 if queues.get(flow).is_some_and(|q| q.len() >= MAX_QUEUED) {
-                    return Err(BusError::Unavailable(
-                        format!("{MAX_QUEUED} events of flow {flow} wait to be published").into(),
-                    ));
+                    return Err(BusError::unavailable(format!(
+                        "{MAX_QUEUED} events of flow {flow} wait to be published"
+                    )));
                 }
             }
             for (flow, p) in pending {
@@ -516,15 +534,20 @@ impl Bus for RedisBus {
         for result in waiting {
             positions.push(match result.await {
                 Ok(Ok(position)) => position,
-                Ok(Err(e)) => return Err(BusError::Unavailable(e.into())),
-                Err(_) => return Err(BusError::Unavailable("the publish task ended".into())),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(BusError::Closed),
             });
         }
         Ok(positions)
     }
 
     async fn publish_ephemeral(&self, event: &Event) -> Result<(), BusError> {
-        let mut payload = format!("- - {} ", event.type_name()).into_bytes();
+        let mut payload = format!(
+            "- - {} - {} ",
+            event.event_type(),
+            traceparent(event).unwrap_or("-")
+        )
+        .into_bytes();
         payload.extend(encode(event)?);
         redis::cmd("PUBLISH")
             .arg(self.channel(event.flow_id.as_str()))
@@ -559,19 +582,16 @@ impl Bus for RedisBus {
                 .control
                 .send(Control::Subscribe(channel, ack))
                 .await
-                .map_err(|_| BusError::Invalid("the bus is shut down".into()))?;
+                .map_err(|_| BusError::Closed)?;
             Ok::<_, BusError>(confirmed.await)
         };
         let refused = match tokio::time::timeout(self.inner.config.subscribe_timeout, asked).await {
             Ok(Ok(Ok(()))) => None,
             Ok(Err(e)) => Some(e),
-            _ => Some(BusError::Unavailable(
-                format!(
-                    "Redis did not confirm the subscription within {:?}",
-                    self.inner.config.subscribe_timeout
-                )
-                .into(),
-            )),
+            _ => Some(BusError::unavailable(format!(
+                "Redis did not confirm the subscription within {:?}",
+                self.inner.config.subscribe_timeout
+            ))),
         };
         if let Some(e) = refused {
             // The receiver first, so the guard sees the flow unfollowed and unsubscribes.
@@ -592,8 +612,8 @@ impl Bus for RedisBus {
 
     async fn ping(&self) -> Result<(), BusError> {
         if !*self.inner.subscribed.borrow() {
-            return Err(BusError::Unavailable(
-                "the bus subscriber is not connected to Redis".into(),
+            return Err(BusError::unavailable(
+                "the bus subscriber is not connected to Redis",
             ));
         }
         self.idempotent(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
@@ -601,21 +621,23 @@ impl Bus for RedisBus {
     }
 }
 
-/// Parses `<epoch> <seq> <type> <json>` (`- -` for ephemeral events).
+/// Parses `<epoch> <seq> <type> <version> <traceparent> <json>` (`-` for what is absent;
+/// the older `<epoch> <seq> <type> <json>` too).
 fn parse_message(payload: &[u8]) -> Result<Message, BusError> {
     let bad = || {
         BusError::Malformed(String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned())
     };
     let mut parts = payload.splitn(4, |b| *b == b' ');
-    let (epoch, seq, kind, json) = (
-        parts.next().ok_or_else(bad)?,
-        parts.next().ok_or_else(bad)?,
-        parts.next().ok_or_else(bad)?,
-        parts.next().ok_or_else(bad)?,
-    );
-    fn text(b: &[u8]) -> Option<&str> {
-        std::str::from_utf8(b).ok()
-    }
+    let mut part = || parts.next().ok_or_else(bad);
+    let (epoch, seq, kind, rest) = (part()?, part()?, part()?, part()?);
+    let (version, trace, json) = match rest.first() {
+        Some(b'{') => (&b"-"[..], &b"-"[..], rest),
+        _ => {
+            let mut parts = rest.splitn(3, |b| *b == b' ');
+            let mut part = || parts.next().ok_or_else(bad);
+            (part()?, part()?, part()?)
+        }
+    };
     let position = match (epoch, seq) {
         (b"-", b"-") => None,
         _ => Some(Position {
@@ -625,9 +647,44 @@ fn parse_message(payload: &[u8]) -> Result<Message, BusError> {
     };
     Ok(Message {
         position,
-        kind: text(kind).ok_or_else(bad)?.into(),
+        kind: text(kind).and_then(|k| k.parse().ok()).ok_or_else(bad)?,
+        version: optional(version)
+            .map(|v| v.parse().map_err(|_| bad()))
+            .transpose()?,
+        traceparent: optional(trace).map(Into::into),
         json: Bytes::copy_from_slice(json),
     })
+}
+
+/// A history entry's message from its fields `t`, `e` and, when there are, `v` and `p`.
+fn entry_message(position: Position, fields: Vec<(String, Vec<u8>)>) -> Result<Message, BusError> {
+    let bad = |what: &str| BusError::Malformed(format!("history entry {position}: {what}"));
+    let (mut kind, mut version, mut traceparent, mut json) = (None, None, None, None);
+    for (name, value) in fields {
+        match name.as_str() {
+            "t" => kind = text(&value).and_then(|k| k.parse::<EventType>().ok()),
+            "v" => version = text(&value).and_then(|v| v.parse::<u64>().ok()),
+            "p" => traceparent = text(&value).map(Into::into),
+            "e" => json = Some(Bytes::from(value)),
+            _ => {}
+        }
+    }
+    Ok(Message {
+        kind: kind.ok_or_else(|| bad("no known type"))?,
+        version,
+        traceparent,
+        json: json.ok_or_else(|| bad("no event"))?,
+        position: Some(position),
+    })
+}
+
+fn text(b: &[u8]) -> Option<&str> {
+    std::str::from_utf8(b).ok()
+}
+
+/// A field that is `-` when absent.
+fn optional(b: &[u8]) -> Option<&str> {
+    text(b).filter(|t| *t != "-")
 }
 
 /// The one subscriber connection of this process: SUBSCRIBEs flows with local
@@ -775,17 +832,26 @@ mod tests {
 
     #[test]
     fn messages_parse() {
-        let m = parse_message(br#"abc 7 SYNC_CANVAS {"seq":7,"x":" a b "}"#).unwrap();
+        let m =
+            parse_message(br#"abc 7 SYNC_CANVAS 12 00-ab-cd-01 {"seq":7,"x":" a b "}"#).unwrap();
         assert_eq!(
             m.position.as_ref().map(|p| (p.epoch.as_str(), p.seq)),
             Some(("abc", 7))
         );
-        assert_eq!(&*m.kind, "SYNC_CANVAS");
+        assert_eq!(m.kind, EventType::SyncCanvas);
+        assert_eq!(m.version, Some(12));
+        assert_eq!(m.traceparent.as_deref(), Some("00-ab-cd-01"));
         assert_eq!(&m.json[..], br#"{"seq":7,"x":" a b "}"#);
-        let m = parse_message(br#"- - PRESENCE {}"#).unwrap();
-        assert_eq!(m.position, None);
-        assert!(parse_message(b"abc 7 X").is_err());
-        assert!(parse_message(b"a-b 7 X {}").is_err());
-        assert!(parse_message(b"abc x X {}").is_err());
+        let m = parse_message(br#"- - PRESENCE - - {}"#).unwrap();
+        assert_eq!((m.position, m.version, m.traceparent), (None, None, None));
+        // The older form, without version and traceparent.
+        let m = parse_message(br#"abc 8 LOG_STREAM {"seq":8}"#).unwrap();
+        assert_eq!((m.kind, m.version), (EventType::LogStream, None));
+        assert_eq!(&m.json[..], br#"{"seq":8}"#);
+        assert!(parse_message(b"abc 7 SYNC_CANVAS").is_err());
+        assert!(parse_message(b"abc 7 X {}").is_err());
+        assert!(parse_message(b"a-b 7 READY {}").is_err());
+        assert!(parse_message(b"abc x READY {}").is_err());
+        assert!(parse_message(b"abc 7 SYNC_CANVAS x - {}").is_err());
     }
 }

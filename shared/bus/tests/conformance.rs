@@ -9,8 +9,8 @@ use flowsync_bus::memory::MemoryBus;
 use flowsync_bus::redis::RedisBus;
 use flowsync_bus::{Bus, BusConfig, BusError, Item, Position, Replay, Subscription};
 use flowsync_protocol::{
-    Actor, ConnectionId, Epoch, Event, EventBody, FlowId, LogStream, Presence, PresenceAction,
-    Ready,
+    Actor, ConnectionId, Epoch, Event, EventBody, EventType, FlowId, LogStream, Presence,
+    PresenceAction, Ready, SyncCanvas,
 };
 
 /// Guards against a hang; never a timing assertion.
@@ -118,7 +118,69 @@ conformance!(
     ephemeral_events_are_live_only,
     concurrent_publishes_through_one_handle_keep_their_positions,
     publish_all_keeps_the_order_of_a_batch,
+    messages_carry_type_version_and_trace_live_and_replayed,
 );
+
+/// What consumers read off a message without parsing its JSON: the type, a
+/// `SYNC_CANVAS`'s version, the trace context; the same live and from history.
+async fn messages_carry_type_version_and_trace_live_and_replayed(place: fn(BusConfig) -> Place) {
+    let place = place(BusConfig::default());
+    let bus = place.bus();
+    let f = flow("typed");
+    let mut sub = place.bus().subscribe(&f).await.unwrap();
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let sync = Event {
+        body: EventBody::SyncCanvas(SyncCanvas {
+            prev_version: 41,
+            version: 42,
+            client_id: "c".parse().unwrap(),
+            ops: vec![],
+        }),
+        traceparent: Some(trace.into()),
+        ..event(&f, "")
+    };
+    let odd_trace = Event {
+        traceparent: Some("two words".into()),
+        ..event(&f, "odd")
+    };
+    let first = bus
+        .publish_all(&[sync.clone(), event(&f, "plain"), odd_trace])
+        .await
+        .unwrap()[0]
+        .clone();
+    let expected = [
+        (EventType::SyncCanvas, Some(42), Some(trace)),
+        (EventType::LogStream, None, None),
+        // Not one token: not carried beside the JSON (which keeps it as it is).
+        (EventType::LogStream, None, None),
+    ];
+    let mut live = vec![];
+    for _ in 0..3 {
+        let Item::Message(m) = next(&mut sub).await else {
+            panic!("gone")
+        };
+        live.push(m);
+    }
+    let Replay::Events(replayed) = bus
+        .history(&f, &first.epoch, first.seq - 1, 10)
+        .await
+        .unwrap()
+    else {
+        panic!("history gone")
+    };
+    for messages in [live, replayed] {
+        let seen: Vec<_> = messages
+            .iter()
+            .map(|m| (m.kind, m.version, m.traceparent.as_deref()))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(messages[0].event().unwrap().body, sync.body);
+        assert_eq!(
+            messages[2].event().unwrap().traceparent.as_deref(),
+            Some("two words")
+        );
+    }
+}
 
 async fn publish_all_keeps_the_order_of_a_batch(place: fn(BusConfig) -> Place) {
     let place = place(BusConfig::default());
@@ -164,7 +226,7 @@ async fn delivers_in_order_everything_after_subscribe(place: fn(BusConfig) -> Pl
             Some(i + 2),
             "the JSON carries the seq"
         );
-        assert_eq!(&*m.kind, "LOG_STREAM");
+        assert_eq!(m.kind, EventType::LogStream);
     }
 }
 
@@ -464,7 +526,7 @@ async fn ephemeral_events_are_live_only(place: fn(BusConfig) -> Place) {
     let Item::Message(m) = next(&mut sub).await else {
         panic!("gone")
     };
-    assert_eq!((m.position.clone(), &*m.kind), (None, "PRESENCE"));
+    assert_eq!((m.position.clone(), m.kind), (None, EventType::Presence));
     assert_eq!(m.event().unwrap(), presence);
     assert_eq!(bus.head(&f).await.unwrap(), None, "not kept in history");
     let ready = Event {

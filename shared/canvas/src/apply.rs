@@ -8,7 +8,7 @@ use flowsync_protocol::ops::{
 };
 use flowsync_protocol::{
     Actor, Change, ClientId, Conflict, ConflictReason, Data, Edge, EdgeId, EntityKind, EntityRef,
-    FieldPath, Node, NodeId, Op, OpId, OpKind, Size, TextTarget,
+    FieldPath, NewEdge, NewNode, Node, NodeId, Op, OpId, OpKind, Size, TextTarget,
 };
 use serde_json::Value;
 
@@ -288,39 +288,7 @@ impl Planner<'_> {
     ) -> Result<Vec<Change>, Refusal> {
         let v = self.version;
         match kind {
-            OpKind::NodeAdd(NodeAdd { node: new }) => {
-                let id = match &new.id {
-                    Some(id) => id.clone(),
-                    None => NodeId::parse(new_id())
-                        .map_err(|e| Refusal::invalid(format!("generated node id: {e}")))?,
-                };
-                if let Some(existing) = self.canvas.nodes.get(&id) {
-                    return Err(Refusal::new(
-                        ConflictReason::Duplicate,
-                        format!("node {id} already exists"),
-                        Some(node_ref(id.as_str(), Some(existing))),
-                    ));
-                }
-                if self.canvas.nodes.len() >= self.limits.max_nodes {
-                    return Err(Refusal::invalid(format!(
-                        "the flow has {} nodes, the limit",
-                        self.limits.max_nodes
-                    )));
-                }
-                self.check_type(&new.kind)?;
-                check_size(new.size.as_ref())?;
-                self.check_data(&new.data, "node data")?;
-                Ok(vec![Change::NodeUpsert {
-                    node: Node {
-                        id,
-                        kind: new.kind.clone(),
-                        position: new.position,
-                        size: new.size,
-                        data: new.data.clone(),
-                        version: v,
-                    },
-                }])
-            }
+            OpKind::NodeAdd(NodeAdd { node }) => self.add_node(node, new_id),
             OpKind::NodeUpdate(NodeUpdate { id, patch, kind }) => {
                 let mut node = self.node(id)?.clone();
                 if let Some(kind) = kind {
@@ -357,53 +325,7 @@ impl Planner<'_> {
                 changes.push(Change::NodeDelete { id: id.clone() });
                 Ok(changes)
             }
-            OpKind::EdgeAdd(EdgeAdd { edge: new }) => {
-                let id = match &new.id {
-                    Some(id) => id.clone(),
-                    None => EdgeId::parse(new_id())
-                        .map_err(|e| Refusal::invalid(format!("generated edge id: {e}")))?,
-                };
-                if let Some(existing) = self.canvas.edges.get(&id) {
-                    return Err(Refusal::new(
-                        ConflictReason::Duplicate,
-                        format!("edge {id} already exists"),
-                        Some(edge_ref(id.as_str(), Some(existing))),
-                    ));
-                }
-                for end in [&new.source, &new.target] {
-                    if !self.canvas.nodes.contains_key(end) {
-                        return Err(Refusal::new(
-                            ConflictReason::NotFound,
-                            format!("edge {id}: node {end} does not exist"),
-                            Some(node_ref(end.as_str(), None)),
-                        ));
-                    }
-                }
-                if self.canvas.edges.len() >= self.limits.max_edges {
-                    return Err(Refusal::invalid(format!(
-                        "the flow has {} edges, the limit",
-                        self.limits.max_edges
-                    )));
-                }
-                for handle in [&new.source_handle, &new.target_handle]
-                    .into_iter()
-                    .flatten()
-                {
-                    self.check_len(handle, "edge handle")?;
-                }
-                self.check_data(&new.data, "edge data")?;
-                Ok(vec![Change::EdgeUpsert {
-                    edge: Edge {
-                        id,
-                        source: new.source.clone(),
-                        target: new.target.clone(),
-                        source_handle: new.source_handle.clone(),
-                        target_handle: new.target_handle.clone(),
-                        data: new.data.clone(),
-                        version: v,
-                    },
-                }])
-            }
+            OpKind::EdgeAdd(EdgeAdd { edge }) => self.add_edge(edge, new_id),
             OpKind::EdgeUpdate(EdgeUpdate { id, patch }) => {
                 let mut edge = self.edge(id)?.clone();
                 edge.data = merge(&edge.data, patch);
@@ -415,36 +337,7 @@ impl Planner<'_> {
                 self.edge(id)?;
                 Ok(vec![Change::EdgeDelete { id: id.clone() }])
             }
-            OpKind::FlowUpdate(FlowUpdate { name, meta_patch }) => {
-                // The flow entity changes with every op, so a base_version on flow.update
-                // conflicts when anything changed since.
-                if let Some(base) = self.base.filter(|b| *b < self.canvas.version) {
-                    return Err(Refusal::new(
-                        ConflictReason::VersionMismatch,
-                        format!(
-                            "the flow changed after version {base} (now {})",
-                            self.canvas.version
-                        ),
-                        Some(flow_ref(self.canvas)),
-                    ));
-                }
-                let name = match name {
-                    Some(name) => {
-                        if name.is_empty() {
-                            return Err(Refusal::invalid("the flow name must not be empty".into()));
-                        }
-                        self.check_len(name, "flow name")?;
-                        name.clone()
-                    }
-                    None => self.canvas.name.clone(),
-                };
-                let meta = match meta_patch {
-                    Some(patch) => merge(&self.canvas.meta, patch),
-                    None => self.canvas.meta.clone(),
-                };
-                self.check_data(&meta, "flow meta")?;
-                Ok(vec![Change::FlowUpdate { name, meta }])
-            }
+            OpKind::FlowUpdate(update) => self.update_flow(update),
             OpKind::TextAppend(TextAppend { id, path, text }) => {
                 // Appends never conflict: they apply to the current text, whatever base_version says.
                 let node = self.node_unchecked(id)?;
@@ -465,44 +358,178 @@ impl Planner<'_> {
                 let current = self.text(node, path)?;
                 self.splice(node, path, current, *at, *len, "")
             }
-            OpKind::TextReplace(TextReplace {
-                id,
-                path,
-                target,
-                text,
-            }) => match target {
-                TextTarget::Range { at, len } => {
-                    let node = self.node(id)?;
-                    let current = self.text(node, path)?;
-                    self.splice(node, path, current, *at, *len, text)
-                }
-                TextTarget::Regex { pattern, all } => {
-                    let node = self.node_unchecked(id)?;
-                    let current = self.text(node, path)?;
-                    self.replace_regex(node, path, current, pattern, *all, text)
-                }
-                TextTarget::Heading(heading) => {
-                    let node = self.node_unchecked(id)?;
-                    let current = self.text(node, path)?;
-                    let body = text::section_body(current, heading).ok_or_else(|| {
-                        Refusal::new(
-                            ConflictReason::NotFound,
-                            format!("node {id}: {path} has no heading {heading:?}"),
-                            Some(node_ref(id.as_str(), Some(node))),
-                        )
-                    })?;
-                    // Keep the next heading on its own line.
-                    let mut insert = text.clone();
-                    if body.end < current.len() && !insert.is_empty() && !insert.ends_with('\n') {
-                        insert.push('\n');
-                    }
-                    let at = text::utf16_len(&current[..body.start]);
-                    let len = text::utf16_len(&current[body]);
-                    self.splice(node, path, current, at, len, &insert)
-                }
-            },
+            OpKind::TextReplace(replace) => self.replace_text(replace),
             OpKind::Undo(_) | OpKind::Redo(_) => {
                 unreachable!("undo and redo are applied by apply_op")
+            }
+        }
+    }
+
+    /// `node.add`: a new node, within the limits.
+    fn add_node(
+        &self,
+        new: &NewNode,
+        new_id: &mut dyn FnMut() -> String,
+    ) -> Result<Vec<Change>, Refusal> {
+        let v = self.version;
+        let id = match &new.id {
+            Some(id) => id.clone(),
+            None => NodeId::parse(new_id())
+                .map_err(|e| Refusal::invalid(format!("generated node id: {e}")))?,
+        };
+        if let Some(existing) = self.canvas.nodes.get(&id) {
+            return Err(Refusal::new(
+                ConflictReason::Duplicate,
+                format!("node {id} already exists"),
+                Some(node_ref(id.as_str(), Some(existing))),
+            ));
+        }
+        if self.canvas.nodes.len() >= self.limits.max_nodes {
+            return Err(Refusal::invalid(format!(
+                "the flow has {} nodes, the limit",
+                self.limits.max_nodes
+            )));
+        }
+        self.check_type(&new.kind)?;
+        check_size(new.size.as_ref())?;
+        self.check_data(&new.data, "node data")?;
+        Ok(vec![Change::NodeUpsert {
+            node: Node {
+                id,
+                kind: new.kind.clone(),
+                position: new.position,
+                size: new.size,
+                data: new.data.clone(),
+                version: v,
+            },
+        }])
+    }
+
+    /// `edge.add`: a new edge between existing nodes, within the limits.
+    fn add_edge(
+        &self,
+        new: &NewEdge,
+        new_id: &mut dyn FnMut() -> String,
+    ) -> Result<Vec<Change>, Refusal> {
+        let v = self.version;
+        let id = match &new.id {
+            Some(id) => id.clone(),
+            None => EdgeId::parse(new_id())
+                .map_err(|e| Refusal::invalid(format!("generated edge id: {e}")))?,
+        };
+        if let Some(existing) = self.canvas.edges.get(&id) {
+            return Err(Refusal::new(
+                ConflictReason::Duplicate,
+                format!("edge {id} already exists"),
+                Some(edge_ref(id.as_str(), Some(existing))),
+            ));
+        }
+        for end in [&new.source, &new.target] {
+            if !self.canvas.nodes.contains_key(end) {
+                return Err(Refusal::new(
+                    ConflictReason::NotFound,
+                    format!("edge {id}: node {end} does not exist"),
+                    Some(node_ref(end.as_str(), None)),
+                ));
+            }
+        }
+        if self.canvas.edges.len() >= self.limits.max_edges {
+            return Err(Refusal::invalid(format!(
+                "the flow has {} edges, the limit",
+                self.limits.max_edges
+            )));
+        }
+        for handle in [&new.source_handle, &new.target_handle]
+            .into_iter()
+            .flatten()
+        {
+            self.check_len(handle, "edge handle")?;
+        }
+        self.check_data(&new.data, "edge data")?;
+        Ok(vec![Change::EdgeUpsert {
+            edge: Edge {
+                id,
+                source: new.source.clone(),
+                target: new.target.clone(),
+                source_handle: new.source_handle.clone(),
+                target_handle: new.target_handle.clone(),
+                data: new.data.clone(),
+                version: v,
+            },
+        }])
+    }
+
+    /// `flow.update`: the flow's name and meta; conflicts with any change after
+    /// `base_version`.
+    fn update_flow(&self, update: &FlowUpdate) -> Result<Vec<Change>, Refusal> {
+        let FlowUpdate { name, meta_patch } = update;
+        // The flow entity changes with every op, so a base_version on flow.update
+        // conflicts when anything changed since.
+        if let Some(base) = self.base.filter(|b| *b < self.canvas.version) {
+            return Err(Refusal::new(
+                ConflictReason::VersionMismatch,
+                format!(
+                    "the flow changed after version {base} (now {})",
+                    self.canvas.version
+                ),
+                Some(flow_ref(self.canvas)),
+            ));
+        }
+        let name = match name {
+            Some(name) => {
+                if name.is_empty() {
+                    return Err(Refusal::invalid("the flow name must not be empty".into()));
+                }
+                self.check_len(name, "flow name")?;
+                name.clone()
+            }
+            None => self.canvas.name.clone(),
+        };
+        let meta = match meta_patch {
+            Some(patch) => merge(&self.canvas.meta, patch),
+            None => self.canvas.meta.clone(),
+        };
+        self.check_data(&meta, "flow meta")?;
+        Ok(vec![Change::FlowUpdate { name, meta }])
+    }
+
+    /// `text.replace`: a range, regex matches or a heading's section.
+    fn replace_text(&self, replace: &TextReplace) -> Result<Vec<Change>, Refusal> {
+        let TextReplace {
+            id,
+            path,
+            target,
+            text,
+        } = replace;
+        match target {
+            TextTarget::Range { at, len } => {
+                let node = self.node(id)?;
+                let current = self.text(node, path)?;
+                self.splice(node, path, current, *at, *len, text)
+            }
+            TextTarget::Regex { pattern, all } => {
+                let node = self.node_unchecked(id)?;
+                let current = self.text(node, path)?;
+                self.replace_regex(node, path, current, pattern, *all, text)
+            }
+            TextTarget::Heading(heading) => {
+                let node = self.node_unchecked(id)?;
+                let current = self.text(node, path)?;
+                let body = text::section_body(current, heading).ok_or_else(|| {
+                    Refusal::new(
+                        ConflictReason::NotFound,
+                        format!("node {id}: {path} has no heading {heading:?}"),
+                        Some(node_ref(id.as_str(), Some(node))),
+                    )
+                })?;
+                // Keep the next heading on its own line.
+                let mut insert = text.clone();
+                if body.end < current.len() && !insert.is_empty() && !insert.ends_with('\n') {
+                    insert.push('\n');
+                }
+                let at = text::utf16_len(&current[..body.start]);
+                let len = text::utf16_len(&current[body]);
+                self.splice(node, path, current, at, len, &insert)
             }
         }
     }

@@ -61,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
     )?));
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..clients {
-        let mut events = client.events(&flow).only(&["SYNC_CANVAS"]);
+        let mut events = client
+            .events(&flow)
+            .only(&[flowsync_protocol::EventType::SyncCanvas]);
         let first = events.next().await?; // READY
         anyhow::ensure!(matches!(first.body, EventBody::Ready(_)));
         let (sent, latency) = (sent.clone(), latency.clone());

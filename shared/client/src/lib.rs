@@ -31,7 +31,7 @@
 
 mod error;
 mod http;
-pub mod llm;
+pub use flowsync_llm as llm;
 mod session;
 mod stream;
 mod writer;

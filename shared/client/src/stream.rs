@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
-use flowsync_protocol::{Event, EventBody, FlowId};
+use flowsync_protocol::{Event, EventBody, EventType, FlowId};
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 
@@ -69,8 +69,9 @@ impl EventStream {
     }
 
     /// Only these event types (`?types=`); `READY` and `RESYNC` always come.
-    pub fn only(mut self, types: &[&str]) -> Self {
-        self.types = Some(types.join(","));
+    pub fn only(mut self, types: &[EventType]) -> Self {
+        let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+        self.types = Some(names.join(","));
         self
     }
 

@@ -154,7 +154,10 @@ async fn the_stream_resumes_where_it_broke() {
     let flow = flow_id("resume");
     s.client.create_flow(Some(&flow), "Resume").await.unwrap();
     let agent = session(&s.client, &flow, "agent").await;
-    let mut stream = s.client.events(&flow).only(&["SYNC_CANVAS"]);
+    let mut stream = s
+        .client
+        .events(&flow)
+        .only(&[flowsync_protocol::EventType::SyncCanvas]);
     let ready = within("READY", stream.next()).await.unwrap();
     assert!(matches!(ready.body, EventBody::Ready(ref r) if !r.resumed));
     // Dropped before any event: the reconnect resumes from the head READY named.

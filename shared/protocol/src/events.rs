@@ -35,9 +35,94 @@ pub struct Event {
 }
 
 impl Event {
-    /// The SSE `event:` name, e.g. `SYNC_CANVAS`.
-    pub fn type_name(&self) -> &'static str {
-        self.body.type_name()
+    /// The event's type: its SSE `event:` name.
+    pub fn event_type(&self) -> EventType {
+        self.body.event_type()
+    }
+}
+
+/// An event's type, spelled on the wire (`"type"`, the SSE `event:` name) as
+/// [`EventType::as_str`] gives: the one list of event types the crates share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum EventType {
+    /// `READY`: first event of every stream.
+    Ready,
+    /// `SYNC_CANVAS`: ops were applied.
+    SyncCanvas,
+    /// `CONFLICT`: an op was refused.
+    Conflict,
+    /// `EXECUTION_UPDATE`: an execution or one of its nodes changed status.
+    ExecutionUpdate,
+    /// `LOG_STREAM`: a chunk of a node's streamed output.
+    LogStream,
+    /// `PRESENCE`: someone joined, left or moved their cursor.
+    Presence,
+    /// `RESYNC`: the client must reload the flow and go on.
+    Resync,
+    /// `FLOW_DELETED`: the flow was deleted.
+    FlowDeleted,
+}
+
+impl EventType {
+    /// Every event type, in [`EventType::index`] order.
+    pub const ALL: [Self; 8] = [
+        Self::Ready,
+        Self::SyncCanvas,
+        Self::Conflict,
+        Self::ExecutionUpdate,
+        Self::LogStream,
+        Self::Presence,
+        Self::Resync,
+        Self::FlowDeleted,
+    ];
+
+    /// The name on the wire, e.g. `SYNC_CANVAS`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "READY",
+            Self::SyncCanvas => "SYNC_CANVAS",
+            Self::Conflict => "CONFLICT",
+            Self::ExecutionUpdate => "EXECUTION_UPDATE",
+            Self::LogStream => "LOG_STREAM",
+            Self::Presence => "PRESENCE",
+            Self::Resync => "RESYNC",
+            Self::FlowDeleted => "FLOW_DELETED",
+        }
+    }
+
+    /// The type's place in [`EventType::ALL`] (a bit index for filters).
+    pub const fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// Whether the bus gives events of this type a `seq` and keeps them in history.
+    /// Presence is ephemeral (cursor moves would flush history), READY and RESYNC are per
+    /// connection.
+    pub const fn is_sequenced(self) -> bool {
+        !matches!(self, Self::Ready | Self::Resync | Self::Presence)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not an event type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type {0:?}")]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownEventType(s.to_owned()))
     }
 }
 
@@ -72,36 +157,24 @@ pub enum EventBody {
 }
 
 impl EventBody {
-    /// Every event type, as spelled on the wire.
-    pub const TYPES: &'static [&'static str] = &[
-        "READY",
-        "SYNC_CANVAS",
-        "CONFLICT",
-        "EXECUTION_UPDATE",
-        "LOG_STREAM",
-        "PRESENCE",
-        "RESYNC",
-        "FLOW_DELETED",
-    ];
-
-    /// The SSE `event:` name.
-    pub fn type_name(&self) -> &'static str {
+    /// The event's type. Its wire name is serde's `rename` above, the same as
+    /// [`EventType::as_str`] (the crate's tests check every variant).
+    pub fn event_type(&self) -> EventType {
         match self {
-            Self::Ready(_) => "READY",
-            Self::SyncCanvas(_) => "SYNC_CANVAS",
-            Self::Conflict(_) => "CONFLICT",
-            Self::ExecutionUpdate(_) => "EXECUTION_UPDATE",
-            Self::LogStream(_) => "LOG_STREAM",
-            Self::Presence(_) => "PRESENCE",
-            Self::Resync(_) => "RESYNC",
-            Self::FlowDeleted(_) => "FLOW_DELETED",
+            Self::Ready(_) => EventType::Ready,
+            Self::SyncCanvas(_) => EventType::SyncCanvas,
+            Self::Conflict(_) => EventType::Conflict,
+            Self::ExecutionUpdate(_) => EventType::ExecutionUpdate,
+            Self::LogStream(_) => EventType::LogStream,
+            Self::Presence(_) => EventType::Presence,
+            Self::Resync(_) => EventType::Resync,
+            Self::FlowDeleted(_) => EventType::FlowDeleted,
         }
     }
 
-    /// Whether the bus gives this event a `seq` and keeps it in history. Presence is
-    /// ephemeral (cursor moves would flush history), READY and RESYNC are per connection.
+    /// Whether the bus gives this event a `seq` and keeps it in history.
     pub fn is_sequenced(&self) -> bool {
-        !matches!(self, Self::Ready(_) | Self::Resync(_) | Self::Presence(_))
+        self.event_type().is_sequenced()
     }
 }
 

@@ -20,8 +20,8 @@ pub mod schema;
 pub use error::{ErrorBody, ErrorDetail, ParseError};
 pub use events::{
     AppliedOp, Change, Conflict, ConflictReason, EntityKind, EntityRef, Epoch, Event, EventBody,
-    EventId, EventIdError, ExecutionStatus, ExecutionUpdate, FlowDeleted, HistoryEntry, LogStream,
-    NodeStatus, Presence, PresenceAction, Ready, Resync, SyncCanvas,
+    EventId, EventIdError, EventType, ExecutionStatus, ExecutionUpdate, FlowDeleted, HistoryEntry,
+    LogStream, NodeStatus, Presence, PresenceAction, Ready, Resync, SyncCanvas, UnknownEventType,
 };
 pub use execution::{Execution, NodeRun};
 pub use ids::{

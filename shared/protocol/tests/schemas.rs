@@ -24,3 +24,35 @@ fn committed_schemas_match_the_types() {
         "schemas out of date: {drifted:?}; run `UPDATE_SCHEMAS=1 cargo test -p flowsync-protocol --test schemas` and commit"
     );
 }
+
+/// `EventType` and the serde tags of `EventBody` spell the same names in the same order.
+#[test]
+fn event_types_match_the_event_schema() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &flowsync_protocol::schema::all()
+            .into_iter()
+            .find(|(name, _)| *name == "event.schema.json")
+            .expect("the event schema")
+            .1,
+    )
+    .unwrap();
+    let tags: Vec<&str> = schema["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["properties"]["type"]["const"].as_str().unwrap())
+        .collect();
+    let types: Vec<&str> = flowsync_protocol::EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    assert_eq!(tags, types);
+    for t in flowsync_protocol::EventType::ALL {
+        assert_eq!(t.as_str().parse(), Ok(t));
+        assert_eq!(
+            usize::from(t.index()),
+            types.iter().position(|n| *n == t.as_str()).unwrap()
+        );
+    }
+    assert!("SYNC".parse::<flowsync_protocol::EventType>().is_err());
+}

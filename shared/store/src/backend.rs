@@ -34,11 +34,17 @@ pub struct NodeRunUpdate {
     pub error: Option<String>,
 }
 
-/// Storage primitives. Every method is one round trip (or one local transaction), and each
+/// Storage primitives of one database: the flow log ([`FlowLog`]) and the executions
+/// ([`Executions`]). Every method is one round trip (or one local transaction), and each
 /// documents the guarantee the write path relies on.
+pub trait Backend: FlowLog + Executions {}
+
+impl<T: FlowLog + Executions> Backend for T {}
+
+/// Flows, their log and checkpoints: what the write path and time travel use.
 #[async_trait]
-pub trait Backend: Send + Sync + std::fmt::Debug {
-    /// Creates collections/tables and indexes; idempotent.
+pub trait FlowLog: Send + Sync + std::fmt::Debug {
+    /// Creates the database's collections/tables and indexes, executions' too; idempotent.
     async fn init(&self) -> Result<(), StoreError>;
 
     /// Checks the database answers.
@@ -137,7 +143,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Which of these versions some logged entry undid.
     async fn undone_among(&self, flow: &FlowId, versions: &[u64]) -> Result<Vec<u64>, StoreError>;
+}
 
+/// Executions and their node runs: what the runner and the execution routes use.
+#[async_trait]
+pub trait Executions: Send + Sync + std::fmt::Debug {
     /// Stores a new execution with its node runs; [`StoreError::ExecutionExists`] if taken.
     async fn insert_execution(&self, execution: &Execution) -> Result<(), StoreError>;
 

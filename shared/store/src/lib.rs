@@ -8,7 +8,8 @@
 //! may commit to one flow; the unique `(flow_id, op_id)` key makes retried ops idempotent.
 //!
 //! # Layout
-//! - [`backend`]: the primitives each database implements, with their guarantees.
+//! - [`backend`]: the primitives each database implements, with their guarantees: the
+//!   flow log ([`FlowLog`]) and the executions ([`Executions`]).
 //! - [`mongo`], [`sqlite`]: the two implementations.
 //! - [`error`]: what can go wrong ([`StoreError`]).
 
@@ -30,7 +31,7 @@ use flowsync_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use backend::{Append, Backend, NodeRunUpdate};
+pub use backend::{Append, Backend, Executions, FlowLog, NodeRunUpdate};
 pub use error::StoreError;
 
 /// Write-path settings: how commits run and the canvas limits they enforce.

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
-use crate::backend::{Append, Backend, NodeRunUpdate};
+use crate::backend::{Append, Executions, FlowLog, NodeRunUpdate};
 use crate::codec::{from_name, json, name, parse};
 
 /// How to reach MongoDB.
@@ -193,7 +193,7 @@ impl MongoBackend {
 }
 
 #[async_trait]
-impl Backend for MongoBackend {
+impl FlowLog for MongoBackend {
     async fn init(&self) -> Result<(), StoreError> {
         let unique = || IndexOptions::builder().unique(true).build();
         self.log
@@ -460,7 +460,10 @@ impl Backend for MongoBackend {
             .map(|v| v as u64)
             .collect())
     }
+}
 
+#[async_trait]
+impl Executions for MongoBackend {
     async fn insert_execution(&self, e: &Execution) -> Result<(), StoreError> {
         let head = doc! {
             "_id": e.id.as_str(),

@@ -24,7 +24,7 @@ use flowsync_protocol::{
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
 use crate::StoreError;
-use crate::backend::{Append, Backend, NodeRunUpdate};
+use crate::backend::{Append, Executions, FlowLog, NodeRunUpdate};
 use crate::codec::{from_name, json, name, parse};
 
 const SCHEMA: &str = "
@@ -302,7 +302,7 @@ fn load_execution(conn: &Connection, id: &str) -> Result<Option<Execution>, Stor
 }
 
 #[async_trait]
-impl Backend for SqliteBackend {
+impl FlowLog for SqliteBackend {
     async fn init(&self) -> Result<(), StoreError> {
         self.run(|c| Ok(c.execute_batch(SCHEMA)?)).await
     }
@@ -598,7 +598,10 @@ impl Backend for SqliteBackend {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Executions for SqliteBackend {
     async fn insert_execution(&self, execution: &Execution) -> Result<(), StoreError> {
         let e = execution.clone();
         let status = name(&e.status)?;

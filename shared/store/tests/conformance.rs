@@ -13,7 +13,7 @@ use flowsync_protocol::{
 use flowsync_store::mongo::{MongoBackend, MongoConfig};
 use flowsync_store::sqlite::SqliteBackend;
 use flowsync_store::{
-    Append, Backend, CommitRequest, NewFlow, NodeRunUpdate, Store, StoreConfig, StoreError,
+    Append, Backend, CommitRequest, FlowLog, NewFlow, NodeRunUpdate, Store, StoreConfig, StoreError,
 };
 use serde_json::{Value, json};
 

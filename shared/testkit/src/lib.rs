@@ -14,6 +14,16 @@
 //!
 //! Every server runs under a watchdog shell that stops it when the test process exits, so a
 //! crashed or killed test binary leaves nothing behind.
+//!
+//! Above the servers, what every service's tests share: [`Place`], a test's backends in
+//! either deployment ([`Setup`]) with the [`both!`] macro to run a test in each, and the
+//! kit's HS256 tokens ([`token`], [`hs256`]).
+
+mod place;
+mod tokens;
+
+pub use place::{Place, Setup};
+pub use tokens::{SECRET, hs256, token, token_signed};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -15,12 +15,8 @@ use std::time::Duration;
 use flowsync_canvas::Canvas;
 use flowsync_client::{Client, ClientConfig, EventStream};
 use flowsync_protocol::{EventBody, FlowId, OpId, SyncCanvas};
-use flowsync_testkit::{Balancer, OwnedMongo, Process, RedisServer, free_port};
-use serde_json::json;
+use flowsync_testkit::{Balancer, OwnedMongo, Process, RedisServer, SECRET, free_port};
 use tokio::sync::watch;
-
-/// The HS256 secret every process of a cluster shares.
-const SECRET: &str = "cluster-test-secret-of-at-least-32-bytes";
 
 /// How long anything a test awaits may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -245,30 +241,13 @@ impl Cluster {
     }
 }
 
-/// An HS256 token signed with the cluster's secret, valid for `ttl` seconds (negative:
-/// already expired).
+/// An HS256 token signed with the test kit's secret (every process of a cluster is given
+/// it), valid for `ttl` seconds (negative: already expired).
 pub fn token(sub: &str, kind: &str, flows: &[&str], scope: &str, ttl: i64) -> String {
     token_signed(sub, kind, flows, scope, ttl, SECRET)
 }
 
-/// Like [`token`], signed with `secret` (a foreign issuer's key).
-pub fn token_signed(
-    sub: &str,
-    kind: &str,
-    flows: &[&str],
-    scope: &str,
-    ttl: i64,
-    secret: &str,
-) -> String {
-    let claims = json!({"sub": sub, "kind": kind, "flows": flows, "scope": scope,
-                        "exp": chrono::Utc::now().timestamp() + ttl});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("a token")
-}
+pub use flowsync_testkit::token_signed;
 
 /// What a [`Watcher`] saw.
 #[derive(Debug, Clone, Default)]

@@ -37,7 +37,9 @@ async fn a_killed_one_binary_loses_no_acknowledged_or_announced_op() {
 
     // Every op id a stream announced as applied.
     let announced: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let mut events = client.events(&flow).only(&["SYNC_CANVAS"]);
+    let mut events = client
+        .events(&flow)
+        .only(&[flowsync_protocol::EventType::SyncCanvas]);
     events.next().await.unwrap(); // READY
     let watching = tokio::spawn({
         let announced = announced.clone();

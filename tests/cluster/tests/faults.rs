@@ -291,7 +291,9 @@ async fn another_runner_finishes_what_a_killed_one_started() {
         ])
         .await
         .unwrap();
-    let mut events = admin.events(&flow).only(&["EXECUTION_UPDATE"]);
+    let mut events = admin
+        .events(&flow)
+        .only(&[flowsync_protocol::EventType::ExecutionUpdate]);
     events.next().await.unwrap(); // READY
 
     cluster.add_runner(0);

@@ -250,7 +250,7 @@ async fn an_execution_runs_on_a_runner_container() {
         let mut events = deployment
             .client(&format!("viewer{i}"), "user")
             .events(&flow)
-            .only(&["EXECUTION_UPDATE"]);
+            .only(&[flowsync_protocol::EventType::ExecutionUpdate]);
         events.next().await.unwrap(); // READY
         streams.push(events);
     }
@@ -363,7 +363,9 @@ async fn a_killed_runner_container_is_finished_by_the_other() {
         ])
         .await
         .unwrap();
-    let mut events = admin.events(&flow).only(&["EXECUTION_UPDATE"]);
+    let mut events = admin
+        .events(&flow)
+        .only(&[flowsync_protocol::EventType::ExecutionUpdate]);
     events.next().await.unwrap(); // READY
     let execution = admin.start_execution(&flow).await.unwrap();
     let mut runs: std::collections::HashMap<String, u32> = Default::default();

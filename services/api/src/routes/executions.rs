@@ -3,11 +3,11 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use flowsync_auth::Scope;
+use flowsync_plan::Plan;
 use flowsync_protocol::{
     EventBody, Execution, ExecutionId, ExecutionStatus, ExecutionUpdate, FlowId, NodeRun,
     NodeStatus,
 };
-use flowsync_runner::plan::Plan;
 use flowsync_store::{NodeRunUpdate, StoreError};
 use serde::Deserialize;
 use serde_json::json;

@@ -10,13 +10,17 @@ pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready: the store and the bus answer.
+/// Ready: the store and the bus answer. The body says which is not, the log why.
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let store = state.store.ping().await.err().map(|e| e.to_string());
-    let bus = state.bus.ping().await.err().map(|e| e.to_string());
-    let body =
-        json!({"store": store.as_deref().unwrap_or("ok"), "bus": bus.as_deref().unwrap_or("ok")});
-    if store.is_none() && bus.is_none() {
+    let store = state.store.ping().await.inspect_err(|e| {
+        tracing::warn!(error = %e, "readyz: the store is unavailable");
+    });
+    let bus = state.bus.ping().await.inspect_err(|e| {
+        tracing::warn!(error = %e, "readyz: the bus is unavailable");
+    });
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = json!({"store": word(store.is_ok()), "bus": word(bus.is_ok())});
+    if store.is_ok() && bus.is_ok() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

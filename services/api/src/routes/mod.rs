@@ -32,7 +32,21 @@ pub struct Route {
     pub ok: (u16, Option<&'static str>),
     /// Whether a bearer token is required (when auth is on).
     pub auth: bool,
-    register: fn(&mut web::ServiceConfig),
+    /// The handler, set on the route of `method` and `path`.
+    serve: fn(actix_web::Route) -> actix_web::Route,
+}
+
+impl Route {
+    /// Mounts the route: its handler at its method and path.
+    fn mount(&self, cfg: &mut web::ServiceConfig) {
+        let method = match self.method {
+            "get" => web::get(),
+            "post" => web::post(),
+            "delete" => web::delete(),
+            other => unreachable!("a route of method {other}: add it here"),
+        };
+        cfg.route(self.path, (self.serve)(method));
+    }
 }
 
 impl std::fmt::Debug for Route {
@@ -50,9 +64,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, None),
         auth: false,
-        register: |c| {
-            c.route("/healthz", web::get().to(health::healthz));
-        },
+        serve: |r| r.to(health::healthz),
     },
     Route {
         method: "get",
@@ -61,9 +73,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, None),
         auth: false,
-        register: |c| {
-            c.route("/readyz", web::get().to(health::readyz));
-        },
+        serve: |r| r.to(health::readyz),
     },
     Route {
         method: "get",
@@ -72,9 +82,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, None),
         auth: false,
-        register: |c| {
-            c.route("/metrics", web::get().to(health::metrics));
-        },
+        serve: |r| r.to(health::metrics),
     },
     Route {
         method: "get",
@@ -83,9 +91,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, None),
         auth: false,
-        register: |c| {
-            c.route("/openapi.json", web::get().to(crate::openapi::serve));
-        },
+        serve: |r| r.to(crate::openapi::serve),
     },
     Route {
         method: "post",
@@ -94,9 +100,7 @@ pub const ROUTES: &[Route] = &[
         body: Some("CreateFlow"),
         ok: (201, Some("Flow")),
         auth: true,
-        register: |c| {
-            c.route("/v1/flows", web::post().to(flows::create));
-        },
+        serve: |r| r.to(flows::create),
     },
     Route {
         method: "get",
@@ -105,9 +109,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, None),
         auth: true,
-        register: |c| {
-            c.route("/v1/flows", web::get().to(flows::list));
-        },
+        serve: |r| r.to(flows::list),
     },
     Route {
         method: "get",
@@ -116,9 +118,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, Some("Flow")),
         auth: true,
-        register: |c| {
-            c.route("/v1/flows/{flow_id}", web::get().to(flows::get));
-        },
+        serve: |r| r.to(flows::get),
     },
     Route {
         method: "delete",
@@ -127,9 +127,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (204, None),
         auth: true,
-        register: |c| {
-            c.route("/v1/flows/{flow_id}", web::delete().to(flows::delete));
-        },
+        serve: |r| r.to(flows::delete),
     },
     Route {
         method: "get",
@@ -138,9 +136,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, None),
         auth: true,
-        register: |c| {
-            c.route("/v1/flows/{flow_id}/history", web::get().to(flows::history));
-        },
+        serve: |r| r.to(flows::history),
     },
     Route {
         method: "post",
@@ -149,9 +145,7 @@ pub const ROUTES: &[Route] = &[
         body: Some("OpsRequest"),
         ok: (202, None),
         auth: true,
-        register: |c| {
-            c.route("/v1/flows/{flow_id}/ops", web::post().to(ops::post));
-        },
+        serve: |r| r.to(ops::post),
     },
     Route {
         method: "get",
@@ -160,9 +154,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, Some("PresenceList")),
         auth: true,
-        register: |c| {
-            c.route("/v1/flows/{flow_id}/presence", web::get().to(presence::get));
-        },
+        serve: |r| r.to(presence::get),
     },
     Route {
         method: "post",
@@ -171,12 +163,7 @@ pub const ROUTES: &[Route] = &[
         body: Some("PresenceUpdate"),
         ok: (202, None),
         auth: true,
-        register: |c| {
-            c.route(
-                "/v1/flows/{flow_id}/presence",
-                web::post().to(presence::post),
-            );
-        },
+        serve: |r| r.to(presence::post),
     },
     Route {
         method: "post",
@@ -185,12 +172,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (202, None),
         auth: true,
-        register: |c| {
-            c.route(
-                "/v1/flows/{flow_id}/executions",
-                web::post().to(executions::start),
-            );
-        },
+        serve: |r| r.to(executions::start),
     },
     Route {
         method: "get",
@@ -199,12 +181,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, None),
         auth: true,
-        register: |c| {
-            c.route(
-                "/v1/flows/{flow_id}/executions",
-                web::get().to(executions::list),
-            );
-        },
+        serve: |r| r.to(executions::list),
     },
     Route {
         method: "get",
@@ -213,12 +190,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (200, Some("Execution")),
         auth: true,
-        register: |c| {
-            c.route(
-                "/v1/flows/{flow_id}/executions/{execution_id}",
-                web::get().to(executions::get),
-            );
-        },
+        serve: |r| r.to(executions::get),
     },
     Route {
         method: "post",
@@ -227,12 +199,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (202, None),
         auth: true,
-        register: |c| {
-            c.route(
-                "/v1/flows/{flow_id}/executions/{execution_id}/cancel",
-                web::post().to(executions::cancel),
-            );
-        },
+        serve: |r| r.to(executions::cancel),
     },
     Route {
         method: "post",
@@ -241,12 +208,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         ok: (202, None),
         auth: true,
-        register: |c| {
-            c.route(
-                "/v1/flows/{flow_id}/executions/{execution_id}/events",
-                web::post().to(executions::publish),
-            );
-        },
+        serve: |r| r.to(executions::publish),
     },
 ];
 
@@ -261,7 +223,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                 .error_handler(|e, _| ApiError::invalid("invalid_query", e.to_string()).into()),
         );
         for route in ROUTES {
-            (route.register)(cfg);
+            route.mount(cfg);
         }
         crate::demo::configure(cfg);
         cfg.default_service(web::to(not_found));
