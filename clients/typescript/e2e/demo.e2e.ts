@@ -1,7 +1,8 @@
 // End to end: the one binary serves the demo page; two pages of it in headless Chromium
 // (Debian's, driven by playwright-core) edit the same flow. A node moved in one page moves
 // in the other; two people dragging the same node make a conflict; an execution streams LLM
-// text into both log panels; a dropped stream restores with nothing missed. A screenshot of
+// text into both log panels; a dropped stream restores with nothing missed; a third page
+// opened mid-run shows the text streamed before it joined. A screenshot of
 // the page is saved as target/demo-e2e.png.
 
 import assert from "node:assert/strict";
@@ -166,6 +167,26 @@ try {
   assert.equal(await bob.locator('#log section[data-node="model"] pre').textContent(), TOKENS.join(""));
   const adaRun = await ada.locator("#run-id").textContent();
   assert.equal(await bob.locator("#run-id").textContent(), adaRun, "Bob shows the run that happened while away");
+
+  step("a third page opens in the middle of a run: the text streamed before it joined, then the rest");
+  const hold = llm.holdNext(2);
+  const firstTwo = TOKENS.slice(0, 2).join("");
+  const shownLog = (page: Page, text: string) =>
+    page.waitForFunction((t) => document.querySelector('#log section[data-node="model"] pre')?.textContent === t, text, { timeout: PATIENCE });
+  await ada.click("#run");
+  await hold.reached;
+  await shownLog(ada, firstTwo);
+  const carol = await page();
+  carol.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  await carol.goto(`${system.url}/?flow=${flowId}&name=Carol`);
+  await carol.waitForSelector('#status[data-status="open"]', { timeout: PATIENCE });
+  await shownLog(carol, firstTwo);
+  hold.release();
+  for (const page of [ada, bob, carol]) {
+    await page.waitForSelector('#log section[data-node="model"][data-status="succeeded"]', { timeout: PATIENCE });
+    assert.equal(await page.locator('#log section[data-node="model"] pre').textContent(), TOKENS.join(""));
+  }
+  assert.equal(await carol.locator("#run-id").textContent(), await ada.locator("#run-id").textContent());
 
   const shots = join(REPO, "target");
   mkdirSync(shots, { recursive: true });

@@ -263,8 +263,13 @@ export interface NodeRun {
   status: NodeStatus;
   output?: Json;
   error?: string;
-  /** Streamed text so far. */
+  /** Streamed text so far: stored as it streams (a chunk before it is published). */
   log: string;
+  /**
+   * The chunks `log` holds: the index of the node's next `LOG_STREAM` chunk. A client that reads
+   * the execution mid-run shows `log`, then appends the chunks from this index on.
+   */
+  log_index: number;
 }
 
 export interface Execution {

@@ -55,15 +55,13 @@ export interface NodeRunState {
   readonly output?: Json;
   readonly error?: string;
   readonly progress?: number;
-  /** The node's streamed text (`LOG_STREAM` chunks in order). */
+  /**
+   * The node's streamed text: whole, however late the session joined — what the server stored
+   * (a chunk is stored before it is published), then the live `LOG_STREAM` chunks past it.
+   */
   readonly log: string;
   /** Chunks in `log`: the index the next chunk must have. */
   readonly chunks: number;
-  /**
-   * The session joined this node's stream late (opened mid-run, or a resync): `log` holds only
-   * what came since. It is read whole from the server once the node ends.
-   */
-  readonly partial: boolean;
 }
 
 export interface ExecutionState {
@@ -123,6 +121,11 @@ const TERMINAL_RUN: readonly ExecutionStatus[] = ["succeeded", "failed", "cancel
 
 /** `SYNC_CANVAS` events buffered ahead of a missing one before the session reloads instead. */
 const MAX_EARLY = 1000;
+/** Events of one run held while it is read, at most (then it is read once more). */
+const MAX_HELD = 10_000;
+
+/** An event of a run being read, applied after the read. */
+type Held = { chunk: LogStream } | { update: ExecutionUpdate };
 
 /** A fresh op id. */
 export function newOpId(): string {
@@ -153,6 +156,10 @@ export class FlowSession {
   private readonly early = new Map<number, SyncCanvas>();
   private gapTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly runs = new Map<string, ExecutionState>();
+  /** Runs being read: their events meanwhile, in order. */
+  private readonly held = new Map<string, Held[]>();
+  /** Runs whose held events overflowed: read again after the read under way. */
+  private readonly readAgain = new Set<string>();
   private readonly people = new Map<string, PresenceState>();
   private connection: string | undefined;
   private chain: Promise<void> = Promise.resolve();
@@ -435,7 +442,7 @@ export class FlowSession {
       case "RESYNC":
         // Results announced in the gap are gone: reload, then send what still waits again.
         await this.reloadNow();
-        await this.loadExecutions(true);
+        await this.loadExecutions();
         this.resend([...this.pending.values()].filter((p) => p.timer !== undefined).map((p) => p.op));
         break;
       case "FLOW_DELETED":
@@ -451,7 +458,7 @@ export class FlowSession {
     if (!this.canvasCopy) {
       try {
         this.canvasCopy = Canvas.fromFlow(await this.client.flow(this.flowId));
-        await this.loadExecutions(false);
+        await this.loadExecutions();
       } catch (e) {
         this.close(e instanceof HttpError ? `${e.code}: ${e.message}` : String(e), e as Error);
         return;
@@ -462,7 +469,7 @@ export class FlowSession {
     } else if (!event.data.resumed) {
       // A stream that could not resume: what happened meanwhile is unknown.
       await this.reloadNow();
-      await this.loadExecutions(true);
+      await this.loadExecutions();
     }
     await this.loadPresence();
     if (this.presenceState && this.presenceState.timer === undefined) {
@@ -560,11 +567,8 @@ export class FlowSession {
 
   // ---- executions ----
 
-  /**
-   * The flow's executions as the server has them: on open, and after a gap in the stream
-   * (`afterGap`: chunks may be missing from the logs of nodes still running).
-   */
-  private async loadExecutions(afterGap: boolean): Promise<void> {
+  /** The flow's executions as the server has them: on open, and after a gap in the stream. */
+  private async loadExecutions(): Promise<void> {
     let list: Execution[];
     try {
       list = await this.client.executions(this.flowId);
@@ -573,7 +577,7 @@ export class FlowSession {
       return;
     }
     for (const run of list.slice(0, 20).reverse()) {
-      this.putRun(fromServer(run, afterGap ? undefined : this.runs.get(run.id)));
+      this.putRun(fromServer(run, this.runs.get(run.id)));
     }
   }
 
@@ -592,51 +596,99 @@ export class FlowSession {
   }
 
   private executionUpdate(u: ExecutionUpdate): void {
+    if (this.hold(u.execution_id, { update: u })) return;
     const run = this.run(u.execution_id);
     let nodes = run.nodes;
     if (u.node_id !== undefined) {
-      // A run this session did not see start: its logs so far are elsewhere.
-      const node = nodes[u.node_id] ?? emptyNode(!this.runs.has(run.id));
+      const node = nodes[u.node_id] ?? emptyNode();
       const next: NodeRunState = {
         ...node,
-        status: u.node_status ?? node.status,
+        status: later(node.status, u.node_status),
         output: u.output ?? node.output,
         error: u.error ?? node.error,
         progress: u.progress ?? node.progress,
       };
       nodes = { ...nodes, [u.node_id]: next };
       // A large output comes by reference (a preview and its size): read it whole.
-      const byReference = u.output_bytes !== undefined;
-      if (byReference || (next.partial && TERMINAL_NODE.includes(next.status))) void this.refetchRun(run.id);
+      if (u.output_bytes !== undefined) this.readRun(run.id);
     }
     const error = u.node_id === undefined ? (u.error ?? run.error) : run.error;
-    this.putRun({ ...run, status: u.status ?? run.status, error, nodes });
+    this.putRun({ ...run, status: laterRun(run.status, u.status), error, nodes });
   }
 
   private logChunk(l: LogStream): void {
-    const known = this.runs.has(l.execution_id);
+    if (this.hold(l.execution_id, { chunk: l })) return;
     const run = this.run(l.execution_id);
-    const node = run.nodes[l.node_id] ?? emptyNode(!known && l.index > 0);
-    if (l.index < node.chunks && !node.partial) return; // a repeat
-    let next: NodeRunState;
-    if (l.index === node.chunks || node.partial) {
-      next = { ...node, status: node.status === "pending" ? "running" : node.status, log: node.log + l.chunk, chunks: l.index + 1 };
-    } else {
-      // Chunks are missing: show what comes, and read the whole text once the node ends.
-      next = { ...node, log: node.log + l.chunk, chunks: l.index + 1, partial: true };
+    const node = run.nodes[l.node_id] ?? emptyNode();
+    if (l.index < node.chunks) return; // already in the text
+    if (l.index > node.chunks) {
+      // The chunks before it are not here (the session joined mid-run, or the stream had a
+      // gap). The server stored them before this one was published, so a read made now holds
+      // them; this chunk and what follows wait for it.
+      this.hold(l.execution_id, { chunk: l }, true);
+      return;
     }
+    const next: NodeRunState = {
+      ...node,
+      status: node.status === "pending" ? "running" : node.status,
+      log: node.log + l.chunk,
+      chunks: l.index + 1,
+    };
     this.putRun({ ...run, nodes: { ...run.nodes, [l.node_id]: next } });
     this.emitter.emit("log", { executionId: l.execution_id, nodeId: l.node_id, chunk: l.chunk, text: next.log, done: l.done });
-    if (next.partial && l.done) void this.refetchRun(run.id);
   }
 
-  /** Reads an execution whole (nodes whose stream the session joined late). */
-  private async refetchRun(id: string): Promise<void> {
-    try {
-      const run = await this.client.execution(this.flowId, id);
-      await this.serially(() => this.putRun(fromServer(run, this.runs.get(id), true)));
-    } catch (e) {
-      this.log.warn("flowsync: reading an execution failed", e);
+  /**
+   * Holds an event of a run being read (or, with `read`, starts reading it): it is applied
+   * once the read is in, after it. False when the run is not being read.
+   */
+  private hold(id: string, event: Held, read = false): boolean {
+    if (!this.held.has(id)) {
+      if (!read) return false;
+      this.readRun(id);
+    }
+    const held = this.held.get(id)!;
+    // Bounded: past it, what is held is dropped and the run read once more after this read.
+    if (held.length >= MAX_HELD) {
+      held.length = 0;
+      this.readAgain.add(id);
+    }
+    held.push(event);
+    return true;
+  }
+
+  /**
+   * Reads a run whole; its events meanwhile are held and applied after the read. A read asked
+   * for while one is under way follows it (the first may have been served too early).
+   */
+  private readRun(id: string): void {
+    if (this.held.has(id)) {
+      this.readAgain.add(id);
+      return;
+    }
+    this.held.set(id, []);
+    void this.client.execution(this.flowId, id).then(
+      (run) => this.serially(() => this.readIn(id, run)),
+      (e: unknown) => {
+        // Held a second, then applied (a gap among them reads again): no busy retry loop.
+        this.log.warn("flowsync: reading an execution failed", e);
+        setTimeout(() => void this.serially(() => this.readIn(id, undefined)), 1000);
+      },
+    );
+  }
+
+  private readIn(id: string, run: Execution | undefined): void {
+    const held = this.held.get(id) ?? [];
+    this.held.delete(id);
+    if (run) this.putRun(fromServer(run, this.runs.get(id)));
+    if (this.readAgain.delete(id)) {
+      this.readRun(id);
+      this.held.get(id)!.push(...held); // applied after that read, which holds what was dropped
+      return;
+    }
+    for (const event of held) {
+      if ("chunk" in event) this.logChunk(event.chunk);
+      else this.executionUpdate(event.update);
     }
   }
 
@@ -679,31 +731,41 @@ export class FlowSession {
   }
 }
 
-function emptyNode(partial: boolean): NodeRunState {
-  return { status: "pending", log: "", chunks: 0, partial };
+function emptyNode(): NodeRunState {
+  return { status: "pending", log: "", chunks: 0 };
+}
+
+/** A node's status after an update: never back from an end to a start (an older update). */
+function later(now: NodeStatus, update: NodeStatus | undefined): NodeStatus {
+  if (update === undefined) return now;
+  return TERMINAL_NODE.includes(now) && !TERMINAL_NODE.includes(update) ? now : update;
+}
+
+function laterRun(now: ExecutionStatus, update: ExecutionStatus | undefined): ExecutionStatus {
+  if (update === undefined) return now;
+  return TERMINAL_RUN.includes(now) && !TERMINAL_RUN.includes(update) ? now : update;
 }
 
 /**
- * An execution as the server has it. Logs of nodes still running are taken as partial (the
- * stream may already have delivered their tail); `exact` when read after the node ended.
+ * An execution as the server has it, merged with what the session knew: per node the longer
+ * text (the server's stored text and its `log_index`, or the live chunks past it), and the
+ * server's status unless the session already saw the node or run end.
  */
-function fromServer(run: Execution, known: ExecutionState | undefined, exact = false): ExecutionState {
+function fromServer(run: Execution, known: ExecutionState | undefined): ExecutionState {
   const nodes: Record<string, NodeRunState> = {};
   for (const n of run.nodes) {
     const live = known?.nodes[n.node_id];
-    const ended = TERMINAL_NODE.includes(n.status) || TERMINAL_RUN.includes(run.status);
-    if (live && !live.partial && !(exact && ended)) {
-      nodes[n.node_id] = live; // the stream's copy is exact and at least as new
-      continue;
-    }
+    const stored = n.log_index ?? 0;
+    const mine = live !== undefined && live.chunks > stored;
     nodes[n.node_id] = {
-      status: n.status,
-      output: n.output,
-      error: n.error,
-      log: ended ? n.log : (live?.log ?? ""),
-      chunks: live?.chunks ?? 0,
-      partial: !ended,
+      status: live ? later(live.status, n.status) : n.status,
+      output: n.output ?? live?.output,
+      error: n.error ?? live?.error,
+      progress: live?.progress,
+      log: mine ? live.log : n.log,
+      chunks: mine ? live.chunks : stored,
     };
   }
-  return { id: run.id, status: run.status, error: run.error, nodes };
+  const status = known ? laterRun(known.status, run.status) : run.status;
+  return { id: run.id, status, error: run.error ?? known?.error, nodes };
 }

@@ -124,9 +124,28 @@ test("an execution's status and streamed LLM text reach every session", async ()
   assert.equal(run.nodes.n1!.status, "succeeded");
   assert.equal(run.nodes.n2!.status, "succeeded");
   assert.equal(run.nodes.n2!.log, TOKENS.join(""));
-  assert.equal(run.nodes.n2!.partial, false);
+  assert.equal(run.nodes.n2!.chunks, TOKENS.length + 1, "every chunk and the closing one");
   a.close();
   b.close();
+});
+
+test("a session opened in the middle of a run shows the text streamed before it, then the rest", async () => {
+  const { id, a, b } = await twoSessions();
+  await a.sendOps([{ type: "node.add", node: { id: "n1", type: "llm", position: { x: 0, y: 0 }, data: { prompt: "hi" } } }]);
+  const hold = llm.holdNext(3);
+  const before = TOKENS.slice(0, 3).join("");
+  const halfway = next(a, "log", (l) => l.text === before);
+  const run = await a.startExecution();
+  await hold.reached;
+  await halfway;
+  const late = await FlowSession.open(client, id, { EventSource });
+  assert.equal(late.executions.get(run)?.nodes.n1?.log, before, "the text so far, at once");
+  const finished = next(late, "execution", (x) => x.id === run && x.status === "succeeded");
+  hold.release();
+  const done = await finished;
+  assert.equal(done.nodes.n1!.log, TOKENS.join(""));
+  assert.equal(done.nodes.n1!.chunks, TOKENS.length + 1);
+  for (const s of [a, b, late]) s.close();
 });
 
 test("cancelling a run stops it; every session sees it cancelled", async () => {

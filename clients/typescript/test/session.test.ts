@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { ConflictError, FlowSession, FlowsyncClient, OpTimeoutError, type Applied } from "../src/index.js";
+import { ConflictError, FlowSession, FlowsyncClient, OpTimeoutError, type Applied, type Execution } from "../src/index.js";
 import { FakeApi, next, nodeAt, Sources } from "./fakes.js";
 
 async function open(options: { opTimeoutMs?: number; opAttempts?: number; gapWaitMs?: number; maxRuns?: number } = {}) {
@@ -170,7 +170,49 @@ test("LOG_STREAM text accumulates per node once, in index order", async () => {
   assert.equal(run.nodes.n1!.log, "Hello");
   assert.equal(run.nodes.n1!.status, "succeeded");
   assert.equal(run.nodes.n1!.output, "Hello");
-  assert.equal(run.nodes.n1!.partial, false);
+  assert.equal(run.nodes.n1!.chunks, 2);
+  session.close();
+});
+
+test("a run joined midway shows the stored text at once, then the live chunks past it", async () => {
+  const { api, session, es } = await open();
+  const run = (log: string, logIndex: number): Execution => ({
+    id: "x3", flow_id: "f", flow_version: 0, status: "running", created_at: "", updated_at: "",
+    nodes: [{ node_id: "n1", status: "running", log, log_index: logIndex }],
+  });
+  // The first chunk this session sees is the third: the two before it are on the server.
+  api.executions.set("x3", run("Hel", 2));
+  const read = next(session, "execution", (x) => x.id === "x3" && x.nodes.n1?.log !== undefined);
+  es.send("LOG_STREAM", { execution_id: "x3", node_id: "n1", index: 2, chunk: "lo", done: false }, 1);
+  const first = await read;
+  assert.ok(api.requests.includes("GET /v1/flows/f/executions/x3"), "read on the gap");
+  // Stored after the read was made: the held chunk is applied past it.
+  assert.equal(first.nodes.n1!.log, "Hel");
+  const whole = next(session, "log", (l) => l.done);
+  es.send("LOG_STREAM", { execution_id: "x3", node_id: "n1", index: 1, chunk: "l", done: false }, 2); // a repeat
+  es.send("LOG_STREAM", { execution_id: "x3", node_id: "n1", index: 3, chunk: ", world", done: false }, 3);
+  es.send("LOG_STREAM", { execution_id: "x3", node_id: "n1", index: 4, chunk: "", done: true }, 4);
+  assert.equal((await whole).text, "Hello, world");
+  assert.equal(session.executions.get("x3")!.nodes.n1!.chunks, 5);
+  session.close();
+});
+
+test("a read that already holds the live chunks takes nothing twice; an older update does not undo an end", async () => {
+  const { api, session, es } = await open();
+  api.executions.set("x4", {
+    id: "x4", flow_id: "f", flow_version: 0, status: "succeeded", created_at: "", updated_at: "",
+    nodes: [{ node_id: "n1", status: "succeeded", output: "abc", log: "abc", log_index: 4 }],
+  });
+  const done = next(session, "execution", (x) => x.id === "x4" && x.status === "succeeded");
+  es.send("LOG_STREAM", { execution_id: "x4", node_id: "n1", index: 2, chunk: "c", done: false }, 1);
+  es.send("EXECUTION_UPDATE", { execution_id: "x4", node_id: "n1", node_status: "running" }, 2);
+  es.send("LOG_STREAM", { execution_id: "x4", node_id: "n1", index: 3, chunk: "", done: true }, 3);
+  const run = await done;
+  await new Promise((r) => setImmediate(r));
+  const now = session.executions.get("x4")!;
+  assert.equal(run.nodes.n1!.log, "abc");
+  assert.equal(now.nodes.n1!.log, "abc", "held chunks below the stored index are repeats");
+  assert.equal(now.nodes.n1!.status, "succeeded", "not back to running");
   session.close();
 });
 
@@ -179,7 +221,7 @@ test("an output announced by reference is read whole from the execution", async 
   const whole = "x".repeat(100_000);
   api.executions.set("x2", {
     id: "x2", flow_id: "f", flow_version: 0, status: "running", created_at: "", updated_at: "",
-    nodes: [{ node_id: "n1", status: "succeeded", output: whole, log: "" }],
+    nodes: [{ node_id: "n1", status: "succeeded", output: whole, log: "", log_index: 0 }],
   });
   es.send("EXECUTION_UPDATE", { execution_id: "x2", status: "running" }, 1);
   es.send("EXECUTION_UPDATE", { execution_id: "x2", node_id: "n1", node_status: "running" }, 2);

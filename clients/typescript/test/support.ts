@@ -63,12 +63,29 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
 }
 
 /** An OpenAI-compatible chat endpoint that streams `tokens`, one per SSE chunk. */
-export async function chatStub(tokens: readonly string[]): Promise<{ url: string; close(): Promise<void> }> {
+export interface ChatStub {
+  url: string;
+  close(): Promise<void>;
+  /**
+   * The next answer stops after `after` tokens until `release()`: a model caught halfway;
+   * `reached` resolves once those tokens are written.
+   */
+  holdNext(after: number): { reached: Promise<void>; release(): void };
+}
+
+export async function chatStub(tokens: readonly string[]): Promise<ChatStub> {
+  let gate: { after: number; reached: () => void; open: Promise<void> } | undefined;
   const server: Server = createServer((req, res) => {
+    const held = gate;
+    gate = undefined;
     req.resume();
-    req.on("end", () => {
+    req.on("end", async () => {
       res.writeHead(200, { "content-type": "text/event-stream" });
-      for (const t of tokens) {
+      for (const [i, t] of tokens.entries()) {
+        if (held && i === held.after) {
+          held.reached();
+          await held.open;
+        }
         res.write(`data: ${JSON.stringify({ choices: [{ delta: { content: t } }] })}\n\n`);
       }
       res.end("data: [DONE]\n\n");
@@ -79,5 +96,13 @@ export async function chatStub(tokens: readonly string[]): Promise<{ url: string
   return {
     url: `http://127.0.0.1:${port}/v1`,
     close: () => new Promise((r) => server.close(() => r())),
+    holdNext(after) {
+      let reached!: () => void;
+      let release!: () => void;
+      const reachedP = new Promise<void>((r) => (reached = r));
+      const open = new Promise<void>((r) => (release = r));
+      gate = { after, reached, open };
+      return { reached: reachedP, release };
+    },
   };
 }

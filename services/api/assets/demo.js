@@ -554,6 +554,7 @@ var EventStream = class {
 var TERMINAL_NODE = ["succeeded", "failed", "skipped", "cancelled"];
 var TERMINAL_RUN = ["succeeded", "failed", "cancelled"];
 var MAX_EARLY = 1e3;
+var MAX_HELD = 1e4;
 function newOpId() {
   return `op-${randomHex(16)}`;
 }
@@ -598,6 +599,10 @@ var FlowSession = class _FlowSession {
   early = /* @__PURE__ */ new Map();
   gapTimer;
   runs = /* @__PURE__ */ new Map();
+  /** Runs being read: their events meanwhile, in order. */
+  held = /* @__PURE__ */ new Map();
+  /** Runs whose held events overflowed: read again after the read under way. */
+  readAgain = /* @__PURE__ */ new Set();
   people = /* @__PURE__ */ new Map();
   connection;
   chain = Promise.resolve();
@@ -821,7 +826,7 @@ var FlowSession = class _FlowSession {
         break;
       case "RESYNC":
         await this.reloadNow();
-        await this.loadExecutions(true);
+        await this.loadExecutions();
         this.resend([...this.pending.values()].filter((p) => p.timer !== void 0).map((p) => p.op));
         break;
       case "FLOW_DELETED":
@@ -836,7 +841,7 @@ var FlowSession = class _FlowSession {
     if (!this.canvasCopy) {
       try {
         this.canvasCopy = Canvas.fromFlow(await this.client.flow(this.flowId));
-        await this.loadExecutions(false);
+        await this.loadExecutions();
       } catch (e) {
         this.close(e instanceof HttpError ? `${e.code}: ${e.message}` : String(e), e);
         return;
@@ -846,7 +851,7 @@ var FlowSession = class _FlowSession {
       this.canvasChanged = true;
     } else if (!event.data.resumed) {
       await this.reloadNow();
-      await this.loadExecutions(true);
+      await this.loadExecutions();
     }
     await this.loadPresence();
     if (this.presenceState && this.presenceState.timer === void 0) {
@@ -936,11 +941,8 @@ var FlowSession = class _FlowSession {
     await this.drain();
   }
   // ---- executions ----
-  /**
-   * The flow's executions as the server has them: on open, and after a gap in the stream
-   * (`afterGap`: chunks may be missing from the logs of nodes still running).
-   */
-  async loadExecutions(afterGap) {
+  /** The flow's executions as the server has them: on open, and after a gap in the stream. */
+  async loadExecutions() {
     let list;
     try {
       list = await this.client.executions(this.flowId);
@@ -949,7 +951,7 @@ var FlowSession = class _FlowSession {
       return;
     }
     for (const run of list.slice(0, 20).reverse()) {
-      this.putRun(fromServer(run, afterGap ? void 0 : this.runs.get(run.id)));
+      this.putRun(fromServer(run, this.runs.get(run.id)));
     }
   }
   putRun(run) {
@@ -964,46 +966,89 @@ var FlowSession = class _FlowSession {
     return this.runs.get(id) ?? { id, status: "queued", nodes: {} };
   }
   executionUpdate(u) {
+    if (this.hold(u.execution_id, { update: u })) return;
     const run = this.run(u.execution_id);
     let nodes = run.nodes;
     if (u.node_id !== void 0) {
-      const node = nodes[u.node_id] ?? emptyNode(!this.runs.has(run.id));
+      const node = nodes[u.node_id] ?? emptyNode();
       const next = {
         ...node,
-        status: u.node_status ?? node.status,
+        status: later(node.status, u.node_status),
         output: u.output ?? node.output,
         error: u.error ?? node.error,
         progress: u.progress ?? node.progress
       };
       nodes = { ...nodes, [u.node_id]: next };
-      const byReference = u.output_bytes !== void 0;
-      if (byReference || next.partial && TERMINAL_NODE.includes(next.status)) void this.refetchRun(run.id);
+      if (u.output_bytes !== void 0) this.readRun(run.id);
     }
     const error = u.node_id === void 0 ? u.error ?? run.error : run.error;
-    this.putRun({ ...run, status: u.status ?? run.status, error, nodes });
+    this.putRun({ ...run, status: laterRun(run.status, u.status), error, nodes });
   }
   logChunk(l) {
-    const known = this.runs.has(l.execution_id);
+    if (this.hold(l.execution_id, { chunk: l })) return;
     const run = this.run(l.execution_id);
-    const node = run.nodes[l.node_id] ?? emptyNode(!known && l.index > 0);
-    if (l.index < node.chunks && !node.partial) return;
-    let next;
-    if (l.index === node.chunks || node.partial) {
-      next = { ...node, status: node.status === "pending" ? "running" : node.status, log: node.log + l.chunk, chunks: l.index + 1 };
-    } else {
-      next = { ...node, log: node.log + l.chunk, chunks: l.index + 1, partial: true };
+    const node = run.nodes[l.node_id] ?? emptyNode();
+    if (l.index < node.chunks) return;
+    if (l.index > node.chunks) {
+      this.hold(l.execution_id, { chunk: l }, true);
+      return;
     }
+    const next = {
+      ...node,
+      status: node.status === "pending" ? "running" : node.status,
+      log: node.log + l.chunk,
+      chunks: l.index + 1
+    };
     this.putRun({ ...run, nodes: { ...run.nodes, [l.node_id]: next } });
     this.emitter.emit("log", { executionId: l.execution_id, nodeId: l.node_id, chunk: l.chunk, text: next.log, done: l.done });
-    if (next.partial && l.done) void this.refetchRun(run.id);
   }
-  /** Reads an execution whole (nodes whose stream the session joined late). */
-  async refetchRun(id) {
-    try {
-      const run = await this.client.execution(this.flowId, id);
-      await this.serially(() => this.putRun(fromServer(run, this.runs.get(id), true)));
-    } catch (e) {
-      this.log.warn("flowsync: reading an execution failed", e);
+  /**
+   * Holds an event of a run being read (or, with `read`, starts reading it): it is applied
+   * once the read is in, after it. False when the run is not being read.
+   */
+  hold(id, event, read = false) {
+    if (!this.held.has(id)) {
+      if (!read) return false;
+      this.readRun(id);
+    }
+    const held = this.held.get(id);
+    if (held.length >= MAX_HELD) {
+      held.length = 0;
+      this.readAgain.add(id);
+    }
+    held.push(event);
+    return true;
+  }
+  /**
+   * Reads a run whole; its events meanwhile are held and applied after the read. A read asked
+   * for while one is under way follows it (the first may have been served too early).
+   */
+  readRun(id) {
+    if (this.held.has(id)) {
+      this.readAgain.add(id);
+      return;
+    }
+    this.held.set(id, []);
+    void this.client.execution(this.flowId, id).then(
+      (run) => this.serially(() => this.readIn(id, run)),
+      (e) => {
+        this.log.warn("flowsync: reading an execution failed", e);
+        setTimeout(() => void this.serially(() => this.readIn(id, void 0)), 1e3);
+      }
+    );
+  }
+  readIn(id, run) {
+    const held = this.held.get(id) ?? [];
+    this.held.delete(id);
+    if (run) this.putRun(fromServer(run, this.runs.get(id)));
+    if (this.readAgain.delete(id)) {
+      this.readRun(id);
+      this.held.get(id).push(...held);
+      return;
+    }
+    for (const event of held) {
+      if ("chunk" in event) this.logChunk(event.chunk);
+      else this.executionUpdate(event.update);
     }
   }
   // ---- presence ----
@@ -1042,28 +1087,34 @@ var FlowSession = class _FlowSession {
     this.emitter.emit("presence", this.presence);
   }
 };
-function emptyNode(partial) {
-  return { status: "pending", log: "", chunks: 0, partial };
+function emptyNode() {
+  return { status: "pending", log: "", chunks: 0 };
 }
-function fromServer(run, known, exact = false) {
+function later(now, update) {
+  if (update === void 0) return now;
+  return TERMINAL_NODE.includes(now) && !TERMINAL_NODE.includes(update) ? now : update;
+}
+function laterRun(now, update) {
+  if (update === void 0) return now;
+  return TERMINAL_RUN.includes(now) && !TERMINAL_RUN.includes(update) ? now : update;
+}
+function fromServer(run, known) {
   const nodes = {};
   for (const n of run.nodes) {
     const live = known?.nodes[n.node_id];
-    const ended = TERMINAL_NODE.includes(n.status) || TERMINAL_RUN.includes(run.status);
-    if (live && !live.partial && !(exact && ended)) {
-      nodes[n.node_id] = live;
-      continue;
-    }
+    const stored = n.log_index ?? 0;
+    const mine = live !== void 0 && live.chunks > stored;
     nodes[n.node_id] = {
-      status: n.status,
-      output: n.output,
-      error: n.error,
-      log: ended ? n.log : live?.log ?? "",
-      chunks: live?.chunks ?? 0,
-      partial: !ended
+      status: live ? later(live.status, n.status) : n.status,
+      output: n.output ?? live?.output,
+      error: n.error ?? live?.error,
+      progress: live?.progress,
+      log: mine ? live.log : n.log,
+      chunks: mine ? live.chunks : stored
     };
   }
-  return { id: run.id, status: run.status, error: run.error, nodes };
+  const status = known ? laterRun(known.status, run.status) : run.status;
+  return { id: run.id, status, error: run.error ?? known?.error, nodes };
 }
 
 // demo/main.ts

@@ -219,6 +219,7 @@ async fn a_restart_keeps_acknowledged_ops_and_finishes_unfinished_executions() {
                     output: None,
                     error: None,
                     log: String::new(),
+                    log_index: 0,
                 })
                 .collect(),
         })

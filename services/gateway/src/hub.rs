@@ -13,14 +13,16 @@ use std::time::Duration;
 use flowsync_bus::presence::{PresenceEntry, PresenceSet};
 use flowsync_bus::{Bus, BusError, Item, Message, Position, Subscription};
 use flowsync_protocol::{
-    Actor, ConnectionId, Event, EventBody, EventType, FlowId, Presence, PresenceAction, Resync,
+    Actor, ConnectionId, Event, EventBody, EventType, FlowId, PresenceAction, Resync,
 };
 use flowsync_store::StoreError;
 use tokio::sync::{OnceCell, broadcast};
 
 use crate::flows::FlowVersions;
 use crate::frame::Frame;
+use crate::membership::Membership;
 use crate::metrics::Metrics;
+use crate::tick::tick;
 
 /// What hubs need to run.
 #[derive(Debug, Clone)]
@@ -65,37 +67,37 @@ impl From<StoreError> for JoinError {
 /// Every flow with a stream in this process.
 #[derive(Debug)]
 pub struct Hubs {
-    bus: Arc<dyn Bus>,
+    pub(crate) bus: Arc<dyn Bus>,
     store: Arc<dyn FlowVersions>,
-    presence: Arc<dyn PresenceSet>,
+    pub(crate) presence: Arc<dyn PresenceSet>,
     config: HubConfig,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Per flow: its hub, once started, and how many streams hold it.
-    entries: Mutex<HashMap<FlowId, Entry>>,
+    pub(crate) entries: Mutex<HashMap<FlowId, Entry>>,
 }
 
 #[derive(Debug)]
-struct Entry {
+pub(crate) struct Entry {
     /// Started by the first joiner; others wait on it.
-    hub: Arc<OnceCell<Arc<Hub>>>,
+    pub(crate) hub: Arc<OnceCell<Arc<Hub>>>,
     /// Streams that joined or are joining.
-    members: usize,
+    pub(crate) members: usize,
 }
 
 /// One flow's fan-out.
 #[derive(Debug)]
 pub struct Hub {
-    flow: FlowId,
+    pub(crate) flow: FlowId,
     /// The shared ring of frames.
-    tx: broadcast::Sender<Arc<Frame>>,
+    pub(crate) tx: broadcast::Sender<Arc<Frame>>,
     /// What a joiner must read atomically with subscribing to `tx`.
-    state: Mutex<HubState>,
+    pub(crate) state: Mutex<HubState>,
     /// The task reading the bus; aborted when the last stream leaves.
-    task: Mutex<Option<tokio::task::AbortHandle>>,
+    pub(crate) task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 #[derive(Debug)]
-struct HubState {
+pub(crate) struct HubState {
     /// The position of the last frame sent on `tx`; every later frame has a later
     /// position. `None`: no history yet, or unknown since the bus lost events.
     last: Option<Position>,
@@ -104,7 +106,7 @@ struct HubState {
     /// A `FLOW_DELETED` came and no op since.
     deleted: bool,
     /// This process's streams of the flow, refreshed in the presence set.
-    members: HashMap<ConnectionId, Arc<PresenceEntry>>,
+    pub(crate) members: HashMap<ConnectionId, Arc<PresenceEntry>>,
 }
 
 /// A stream's place in its flow: the frames to read and where they start.
@@ -250,110 +252,6 @@ impl Hubs {
         self.metrics.flows.inc();
         Ok(hub)
     }
-
-    /// Publishes a `PRESENCE` join or leave (ephemeral: not kept in history).
-    async fn announce(
-        &self,
-        flow: &FlowId,
-        actor: &Actor,
-        connection: &ConnectionId,
-        action: PresenceAction,
-    ) {
-        let event = Event {
-            body: EventBody::Presence(Presence {
-                action,
-                connection_id: connection.clone(),
-                actor: actor.clone(),
-                state: None,
-            }),
-            flow_id: flow.clone(),
-            seq: None,
-            traceparent: None,
-            ts: chrono::Utc::now(),
-            actor: actor.clone(),
-        };
-        if let Err(e) = self.bus.publish_ephemeral(&event).await {
-            tracing::warn!(flow_id = %flow, error = %e, "presence event not published");
-        }
-    }
-}
-
-/// A stream's membership of its flow's hub; dropping it leaves.
-#[derive(Debug)]
-pub struct Membership {
-    hubs: Arc<Hubs>,
-    flow: FlowId,
-    /// Set once joined (a failed join leaves only the count to undo).
-    hub: Option<Arc<Hub>>,
-    /// The stream as listed (shared with the hub's member list).
-    entry: Arc<PresenceEntry>,
-    /// Its join was announced, so its leave will be.
-    announced: bool,
-}
-
-impl Membership {
-    /// The flow.
-    pub fn flow(&self) -> &FlowId {
-        &self.flow
-    }
-
-    /// The stream's connection id.
-    pub fn connection(&self) -> &ConnectionId {
-        &self.entry.connection_id
-    }
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        let hubs = self.hubs.clone();
-        if let Some(hub) = &self.hub {
-            hub.state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .members
-                .remove(&self.entry.connection_id);
-            let (flow, entry) = (self.flow.clone(), self.entry.clone());
-            let announce = hubs.clone();
-            let announced = self.announced;
-            // Leaving is announced in the background: a closing stream must not wait on
-            // Redis. Without a runtime (process exit) the entry simply expires.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Err(e) = announce.presence.leave(&flow, &entry.connection_id).await {
-                        tracing::warn!(flow_id = %flow, error = %e, "presence leave not recorded");
-                    }
-                    if announced {
-                        announce
-                            .announce(
-                                &flow,
-                                &entry.actor,
-                                &entry.connection_id,
-                                PresenceAction::Leave,
-                            )
-                            .await;
-                    }
-                });
-            }
-        }
-        let mut entries = hubs.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = entries.get_mut(&self.flow) else {
-            return;
-        };
-        entry.members -= 1;
-        if entry.members > 0 {
-            return;
-        }
-        // The last stream of the flow here: stop its hub.
-        if let Some(hub) = entries
-            .remove(&self.flow)
-            .and_then(|e| e.hub.get().cloned())
-        {
-            if let Some(task) = hub.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                task.abort();
-            }
-            hubs.metrics.flows.dec();
-        }
-    }
 }
 
 /// A `RESYNC` frame.
@@ -396,49 +294,6 @@ async fn run(hubs: Arc<Hubs>, hub: Arc<Hub>, mut sub: Subscription) {
                 // the subscription keeps the check and tries again; meanwhile do not spin.
                 tracing::warn!(flow_id = %hub.flow, error = %e, "bus read failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-}
-
-/// One task for every flow of the process: a shared `: ping` frame per flow each
-/// heartbeat (no timer per stream), and the presence refresh of every stream.
-async fn tick(hubs: std::sync::Weak<Hubs>, heartbeat: Duration, refresh: Duration) {
-    let mut heartbeat = tokio::time::interval(heartbeat);
-    let mut refresh = tokio::time::interval(refresh);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.tick().await;
-    refresh.tick().await;
-    let ping = Arc::new(Frame::ping());
-    loop {
-        let ping_now = tokio::select! {
-            _ = heartbeat.tick() => true,
-            _ = refresh.tick() => false,
-        };
-        let Some(hubs) = hubs.upgrade() else { return };
-        let live: Vec<Arc<Hub>> = hubs
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter_map(|e| e.hub.get().cloned())
-            .collect();
-        for hub in live {
-            if ping_now {
-                let _ = hub.tx.send(ping.clone());
-                continue;
-            }
-            let entries: Vec<PresenceEntry> = hub
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .members
-                .values()
-                .map(|e| PresenceEntry::clone(e))
-                .collect();
-            if let Err(e) = hubs.presence.refresh(&hub.flow, &entries).await {
-                tracing::warn!(flow_id = %hub.flow, error = %e, "presence refresh failed");
             }
         }
     }

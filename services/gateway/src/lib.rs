@@ -14,7 +14,9 @@
 //!   and its joining the flow.
 //! - [`http`]: the request head and short answers.
 //! - [`stream`]: one stream: `READY`, replay, live frames, slow-client policy.
-//! - [`hub`]: per-flow fan-out, presence of the flow's streams, heartbeats.
+//! - [`hub`]: per-flow fan-out: one bus subscription, frames made once, the shared ring.
+//! - [`membership`]: a stream's place in its flow — presence, and the hub's lifetime.
+//! - `tick`: the process's timer — heartbeats, presence refreshes.
 //! - [`frame`]: SSE framing and the `?types=` filter.
 //! - [`flows`]: the one thing the gateway asks of the store (a flow's version).
 //! - [`metrics`]: Prometheus counters.
@@ -25,9 +27,11 @@ pub mod flows;
 pub mod frame;
 pub mod http;
 pub mod hub;
+pub mod membership;
 pub mod metrics;
 pub mod server;
 pub mod stream;
+mod tick;
 
 pub use config::GatewayConfig;
 pub use server::Gateway;

@@ -709,8 +709,12 @@ impl<'r> Run<'r> {
             flow: self.flow.clone(),
             execution: self.id().clone(),
             node: node.id.clone(),
-            index: 0,
-            text: String::new(),
+            index: self
+                .execution
+                .nodes
+                .iter()
+                .find(|n| n.node_id == node.id)
+                .map_or(0, |n| n.log_index),
             outbox: None,
         };
         async move {
@@ -770,31 +774,82 @@ impl<'r> Run<'r> {
     }
 }
 
-/// A node's `LOG_STREAM`: chunks go to a publisher task through a bounded outbox, which
-/// publishes whatever has queued up in one ordered batch — a fast stream is not held to
-/// one bus round trip per chunk, and a stream faster than the bus waits on the outbox. The
-/// whole text is stored once at the end (one write per node, not per token).
+/// A node's `LOG_STREAM`: chunks go to a task through a bounded outbox; it takes whatever
+/// has queued up (more within `log_batch_wait`, up to `log_batch_bytes`), appends it to the
+/// node's stored log with the index it reaches, then publishes it in one ordered batch. A
+/// chunk is stored before anyone can see it, so a client that reads the execution at any
+/// moment and then appends the live chunks from its `log_index` misses nothing and sees
+/// nothing twice. A fast stream is not held to a write and a round trip per chunk, and a
+/// stream faster than the store or the bus waits on the outbox.
 struct Chunks {
     runner: Runner,
     flow: FlowId,
     execution: ExecutionId,
     node: NodeId,
+    /// The next chunk's index: where the node's stored log ends (another runner's attempt
+    /// may have streamed before this one).
     index: u64,
-    text: String,
-    /// The publisher task and its inbox, started by the first chunk.
+    /// The saving task and its inbox, started by the first chunk.
     outbox: Option<(
         tokio::sync::mpsc::Sender<Event>,
         tokio::task::JoinHandle<()>,
     )>,
 }
 
-/// Chunks a node may have queued for publishing before it waits.
+/// Chunks a node may have queued before it waits.
 const OUTBOX: usize = 1024;
 
-/// Publishes queued chunks in order, a batch at a time.
-async fn publish_in_order(runner: Runner, mut inbox: tokio::sync::mpsc::Receiver<Event>) {
+/// Saves of a batch tried before it is published unsaved (the store is down: live clients
+/// still get it; a client joining later misses it).
+const SAVE_ATTEMPTS: u32 = 3;
+
+/// Saves, then publishes, queued chunks in order, a batch at a time.
+async fn save_then_publish(
+    runner: Runner,
+    execution: ExecutionId,
+    node: NodeId,
+    mut inbox: tokio::sync::mpsc::Receiver<Event>,
+) {
+    let (wait, most) = (
+        runner.config.log_batch_wait,
+        runner.config.log_batch_bytes.max(1),
+    );
     let mut batch = Vec::with_capacity(256);
     while inbox.recv_many(&mut batch, 256).await > 0 {
+        let mut text = String::new();
+        let mut next = 0;
+        let mut add = |batch: &[Event], text: &mut String| {
+            for event in batch {
+                if let EventBody::LogStream(l) = &event.body {
+                    text.push_str(&l.chunk);
+                    next = l.index + 1;
+                }
+            }
+        };
+        add(&batch, &mut text);
+        if !wait.is_zero() {
+            let until = tokio::time::Instant::now() + wait;
+            while text.len() < most && batch.len() < 256 {
+                let Ok(Some(event)) = tokio::time::timeout_at(until, inbox.recv()).await else {
+                    break;
+                };
+                add(std::slice::from_ref(&event), &mut text);
+                batch.push(event);
+            }
+        }
+        let mut attempt = 1;
+        while let Err(e) = runner
+            .store
+            .append_node_log(&execution, &node, &text, next)
+            .await
+        {
+            if attempt == SAVE_ATTEMPTS || !e.is_transient() {
+                tracing::warn!(error = %e, "a node's streamed output was not stored");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            attempt += 1;
+        }
         if let Err(e) = runner.bus.publish_all(&batch).await {
             tracing::warn!(error = %e, "log chunks were not published");
         }
@@ -819,32 +874,28 @@ impl Chunks {
             traceparent: flowsync_telemetry::traceparent(),
         };
         self.index += 1;
-        let runner = &self.runner;
         let (outbox, _) = self.outbox.get_or_insert_with(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(OUTBOX);
-            (tx, tokio::spawn(publish_in_order(runner.clone(), rx)))
+            let task = save_then_publish(
+                self.runner.clone(),
+                self.execution.clone(),
+                self.node.clone(),
+                rx,
+            );
+            (tx, tokio::spawn(task))
         });
         let _ = outbox.send(event).await;
     }
 
-    /// The closing `done` chunk, every chunk published, and the node's whole log stored.
+    /// The closing `done` chunk, and every chunk stored and published.
     async fn end(&mut self) {
-        if self.index == 0 {
+        if self.outbox.is_none() {
             return;
         }
         self.publish("", true).await;
-        if let Some((outbox, publisher)) = self.outbox.take() {
+        if let Some((outbox, task)) = self.outbox.take() {
             drop(outbox);
-            let _ = publisher.await;
-        }
-        let text = std::mem::take(&mut self.text);
-        if let Err(e) = self
-            .runner
-            .store
-            .append_node_log(&self.execution, &self.node, &text)
-            .await
-        {
-            tracing::warn!(error = %e, "a node's log was not stored");
+            let _ = task.await;
         }
     }
 }
@@ -852,7 +903,6 @@ impl Chunks {
 #[async_trait]
 impl LogSink for Chunks {
     async fn chunk(&mut self, text: &str) {
-        self.text.push_str(text);
         self.publish(text, false).await;
     }
 }

@@ -179,7 +179,122 @@ flowsync_testkit::both!(
     cancel_stops_a_running_execution,
     a_cancel_lost_in_a_gap_of_the_runners_stream_still_stops_the_node,
     a_dead_runners_job_is_finished_by_another_without_rerunning_finished_nodes,
+    a_late_reader_of_a_node_retried_after_its_runner_died_sees_every_attempts_text,
 );
+
+/// A runner dies halfway through an LLM node; another takes the job after the queue's
+/// idle timeout and runs the node again. The node's text is everything it streamed: the
+/// dead attempt's part (stored as it streamed), then the retry's whole answer, its chunk
+/// indices going on from where the stored text ends. A reader that joins halfway through
+/// the retry (reads the execution, then applies the live chunks past its `log_index`, as
+/// the client's `RunView` does) ends with exactly that text, as does the reader that was
+/// there from the start, and the store.
+async fn a_late_reader_of_a_node_retried_after_its_runner_died_sees_every_attempts_text(
+    setup: Setup,
+) {
+    let first: Vec<String> = (0..10).map(|i| format!("a{i} ")).collect();
+    let rest: Vec<String> = (10..20).map(|i| format!("a{i} ")).collect();
+    let model: String = first.iter().chain(&rest).cloned().collect();
+    let (stub, gate) = flowsync_testkit::ChatStub::gated(first.clone(), rest);
+    let w = World::new(setup, Duration::from_millis(500)).await;
+    w.flow("retry", &[("ask", "llm", json!({"prompt": "Count"}))], &[])
+        .await;
+    let mut from_start = w.subscribe("retry").await;
+    let id = w.started("retry").await;
+    let doomed = w.runner(Some(stub.url.clone()));
+    let dying = tokio::spawn(async move { doomed.try_execute_next().await });
+    let logs = |seen: &[String]| seen.iter().filter(|s| s.starts_with("log:")).count();
+    let mut seen = drain(&mut from_start, |s| logs(s) == first.len()).await;
+    dying.abort(); // halfway through the answer: no ack, no more touches
+    let _ = dying.await;
+
+    // The survivor retries the node; its answer stops at the gate halfway too.
+    let survivor = w.runner(Some(stub.url.clone()));
+    let surviving = tokio::spawn(async move {
+        loop {
+            match survivor.try_execute_next().await.unwrap() {
+                Outcome::Idle => continue,
+                finished => return finished,
+            }
+        }
+    });
+    seen.extend(drain(&mut from_start, |s| logs(s) == first.len()).await);
+
+    // The late reader: its stream first, then the execution read, then the gate opens.
+    let mut late = w.subscribe("retry").await;
+    let read = |w: &World| {
+        let (http, url) = (
+            w.http.clone(),
+            format!("{}/v1/flows/retry/executions/{id}", w.base),
+        );
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<flowsync_protocol::Execution>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut view = flowsync_client::RunView::new(read(&w).await);
+    let ask: flowsync_protocol::NodeId = "ask".parse().unwrap();
+    let dead_part: String = first.concat();
+    assert_eq!(
+        view.text(&ask),
+        Some(format!("{dead_part}{dead_part}").as_str()),
+        "at once: the dead attempt's text, then the retry's so far"
+    );
+    gate.open();
+    while !view.ended() {
+        let item = tokio::time::timeout(PATIENCE, late.next())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .unwrap();
+        match item {
+            Item::Message(m) => {
+                let event = m.event().unwrap();
+                if view.apply(&event) == flowsync_client::Step::Gap {
+                    view.refresh(read(&w).await);
+                }
+            }
+            Item::Gone => view.refresh(read(&w).await),
+        }
+    }
+    let outcome = tokio::time::timeout(PATIENCE, surviving)
+        .await
+        .expect("the survivor finishes")
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Finished(_, ExecutionStatus::Succeeded)),
+        "{outcome:?}"
+    );
+    let expected = format!("{dead_part}{model}");
+    assert_eq!(view.text(&ask), Some(expected.as_str()));
+    assert_eq!(
+        view.execution().nodes[0].output,
+        Some(json!(model)),
+        "the retry's answer"
+    );
+    seen.extend(drain(&mut from_start, ended).await);
+    let mut streamed = String::new();
+    let mut next = 0;
+    for log in seen.iter().filter_map(|s| s.strip_prefix("log:ask:")) {
+        let (index, rest) = log.split_once(':').unwrap();
+        assert_eq!(
+            index.parse::<u64>().unwrap(),
+            next,
+            "indices go on across the attempts"
+        );
+        next += 1;
+        streamed.push_str(rest.rsplit_once(':').unwrap().0);
+    }
+    assert_eq!(streamed, expected, "the reader from the start saw the same");
+    let stored = w.execution("retry", &id).await;
+    assert_eq!(stored["nodes"][0]["log"], json!(expected));
+    assert_eq!(stored["nodes"][0]["log_index"], json!(next));
+}
 
 async fn a_diamond_runs_in_dependency_order_with_outputs_downstream(setup: Setup) {
     let w = World::new(setup, Duration::from_secs(30)).await;

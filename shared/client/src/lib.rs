@@ -8,6 +8,8 @@
 //! - [`FlowSession`]: a flow's canvas kept in sync (version order, gaps filled, `RESYNC`
 //!   reloads) and [`send`](FlowSession::send) awaiting each op's result by op id.
 //! - [`TextWriter`]: streams text into a node with batched `text.append` ops.
+//! - [`RunView`]: an execution followed from any moment — the stored text, then the live
+//!   chunks past it ([`Client::follow_run`]).
 //! - [`llm`]: OpenAI-compatible streaming chat completions as tokens.
 //!
 //! ```no_run
@@ -32,12 +34,14 @@
 mod error;
 mod http;
 pub use flowsync_llm as llm;
+mod run;
 mod session;
 mod stream;
 mod writer;
 
 pub use error::Error;
 pub use http::{Client, ClientConfig};
+pub use run::{RunView, Step};
 pub use session::{FlowSession, Outcome, SessionConfig};
 pub use stream::EventStream;
 pub use writer::{TextWriter, WriteReport};

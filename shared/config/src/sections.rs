@@ -152,6 +152,18 @@ pub struct RunnerConfig {
     /// (`output_bytes`); clients read it whole from the execution. 64 KiB: an event every
     /// client receives stays small, usual outputs still arrive inline.
     pub max_inline_output_bytes: usize,
+    /// Seconds a node's streamed chunks may wait to be saved together. A chunk is stored
+    /// (appended to the node's log with the index it reaches) before it is published, so a
+    /// client that joins mid-run reads the text so far and misses nothing; what streams in
+    /// while a save is under way goes in the next one. 0: no waiting — a token's way is
+    /// one store write and one publish, and under load the saves group themselves; raise it
+    /// to bound the writes per streaming node (at most one per wait) at the cost of that
+    /// much delay to every chunk.
+    #[serde_as(as = "serde_with::DurationSecondsWithFrac<f64>")]
+    pub log_batch_wait: Duration,
+    /// Bytes of a node's streamed chunks saved (then published) together, at most: one
+    /// write and one event batch stay small whatever the stream's pace.
+    pub log_batch_bytes: usize,
     /// Networks `http` nodes may reach although they are loopback, private, link-local
     /// or unique-local (CIDRs, comma-separated, e.g. `10.1.0.0/16,127.0.0.1/32`). Empty:
     /// only public addresses, checked after DNS and at every redirect.
@@ -182,6 +194,8 @@ impl Default for RunnerConfig {
             max_output_bytes: 1 << 20,
             max_execution_bytes: 8 << 20,
             max_inline_output_bytes: 64 << 10,
+            log_batch_wait: Duration::ZERO,
+            log_batch_bytes: 64 << 10,
             http_allow: vec![],
             http_max_redirects: 5,
             poll: Duration::from_secs(5),

@@ -42,7 +42,13 @@ pub struct NodeRun {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Everything it streamed (`LOG_STREAM` chunks, concatenated).
+    /// Everything it streamed so far (`LOG_STREAM` chunks, concatenated), stored as it
+    /// streams: a chunk is stored before it is published.
     #[serde(default)]
     pub log: String,
+    /// The chunks `log` holds: the `index` of the next `LOG_STREAM` chunk of this node. A
+    /// client that reads the execution mid-run shows `log`, then appends the chunks whose
+    /// index is at least this — nothing missing, nothing twice.
+    #[serde(default)]
+    pub log_index: u64,
 }

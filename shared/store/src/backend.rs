@@ -168,13 +168,16 @@ pub trait Executions: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// Appends a chunk to one node's aggregated log (one record per node, not per chunk).
+    /// Appends `text` (the node's next chunks) to one node's log (one record per node, not
+    /// per chunk) and sets its `log_index` to `log_index`, the index of the chunk after
+    /// them — only when that moves the index forward, so a save sent twice is stored once.
     /// False if the execution or node is unknown.
     async fn append_node_log(
         &self,
         id: &ExecutionId,
         node: &NodeId,
-        chunk: &str,
+        text: &str,
+        log_index: u64,
     ) -> Result<bool, StoreError>;
 
     /// An execution with its node runs.

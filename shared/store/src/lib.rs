@@ -554,14 +554,21 @@ impl Store {
         found(self.backend.set_node_run(id, update, Utc::now()).await?, id)
     }
 
-    /// Appends a chunk to a node's aggregated log.
+    /// Appends `text`, a node's chunks up to `log_index` (excluded), to its log; a save
+    /// whose index the log already reached is stored once (see [`Backend`]).
     pub async fn append_node_log(
         &self,
         id: &ExecutionId,
         node: &NodeId,
-        chunk: &str,
+        text: &str,
+        log_index: u64,
     ) -> Result<(), StoreError> {
-        found(self.backend.append_node_log(id, node, chunk).await?, id)
+        found(
+            self.backend
+                .append_node_log(id, node, text, log_index)
+                .await?,
+            id,
+        )
     }
 
     /// An execution with its node runs.

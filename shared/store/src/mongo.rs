@@ -68,8 +68,13 @@ pub struct MongoBackend {
     /// `{_id, flow_id, flow_version, status, error, created_at, updated_at}` (times in µs).
     executions: Collection<Document>,
     /// `{_id: "<execution>/<node>", execution_id, flow_id, node_id, position, status,
-    /// output, error, log: [chunks]}`: one document per node, chunks pushed into it.
+    /// output, error, log: [chunks], log_index}`: one document per node, with the text it
+    /// was created with.
     execution_nodes: Collection<Document>,
+    /// `{_id: "<execution>/<node>/<log_index>", execution_id, flow_id, node_id, log_index,
+    /// text}`: a node's streamed text, one document per saved batch (an append never
+    /// rewrites the text so far); `log_index` is the index after the batch.
+    execution_logs: Collection<Document>,
 }
 
 impl MongoBackend {
@@ -93,6 +98,7 @@ impl MongoBackend {
             checkpoints: coll("checkpoints"),
             executions: coll("executions"),
             execution_nodes: coll("execution_nodes"),
+            execution_logs: coll("execution_logs"),
             db,
         })
     }
@@ -155,15 +161,46 @@ impl MongoBackend {
                 .await?,
         )
         .await?;
+        // A node's streamed text: what it was created with, then its saved batches.
+        let mut saved: std::collections::HashMap<String, (String, i64)> = Default::default();
+        let batches = collect(
+            self.execution_logs
+                .find(doc! {"execution_id": id})
+                .sort(doc! {"node_id": 1, "log_index": 1})
+                .await?,
+        )
+        .await?;
+        for b in &batches {
+            let entry = saved
+                .entry(
+                    b.get_str("node_id")
+                        .map_err(StoreError::corrupt)?
+                        .to_owned(),
+                )
+                .or_default();
+            entry
+                .0
+                .push_str(b.get_str("text").map_err(StoreError::corrupt)?);
+            entry.1 = b.get_i64("log_index").map_err(StoreError::corrupt)?;
+        }
         let nodes = nodes
             .iter()
             .map(|n| {
-                let log = n
+                let mut log = n
                     .get_array("log")
                     .map_err(StoreError::corrupt)?
                     .iter()
                     .filter_map(Bson::as_str)
                     .collect::<String>();
+                let mut log_index = n.get_i64("log_index").unwrap_or(0);
+                if let Some((text, index)) = n
+                    .get_str("node_id")
+                    .ok()
+                    .and_then(|node| saved.remove(node))
+                {
+                    log.push_str(&text);
+                    log_index = log_index.max(index);
+                }
                 Ok(NodeRun {
                     node_id: NodeId::parse(n.get_str("node_id").map_err(StoreError::corrupt)?)
                         .map_err(StoreError::corrupt)?,
@@ -175,6 +212,7 @@ impl MongoBackend {
                         .transpose()?,
                     error: opt_str(n, "error"),
                     log,
+                    log_index: log_index as u64,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -236,6 +274,13 @@ impl FlowLog for MongoBackend {
             .create_index(
                 IndexModel::builder()
                     .keys(doc! {"execution_id": 1, "position": 1})
+                    .build(),
+            )
+            .await?;
+        self.execution_logs
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"execution_id": 1, "node_id": 1, "log_index": 1})
                     .build(),
             )
             .await?;
@@ -303,6 +348,9 @@ impl FlowLog for MongoBackend {
         self.log.delete_many(doc! {"flow_id": id}).await?;
         self.checkpoints.delete_many(doc! {"flow_id": id}).await?;
         self.execution_nodes
+            .delete_many(doc! {"flow_id": id})
+            .await?;
+        self.execution_logs
             .delete_many(doc! {"flow_id": id})
             .await?;
         self.executions.delete_many(doc! {"flow_id": id}).await?;
@@ -503,6 +551,7 @@ impl Executions for MongoBackend {
                     "output": n.output.as_ref().map(json).transpose()?,
                     "error": n.error.clone(),
                     "log": log,
+                    "log_index": n.log_index as i64,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -557,16 +606,30 @@ impl Executions for MongoBackend {
         &self,
         id: &ExecutionId,
         node: &NodeId,
-        chunk: &str,
+        text: &str,
+        log_index: u64,
     ) -> Result<bool, StoreError> {
-        let r = self
-            .execution_nodes
-            .update_one(
-                doc! {"_id": format!("{id}/{node}")},
-                doc! {"$push": {"log": chunk}},
-            )
-            .await?;
-        Ok(r.matched_count == 1)
+        let key = format!("{id}/{node}");
+        let Some(run) = self.execution_nodes.find_one(doc! {"_id": &key}).await? else {
+            return Ok(false);
+        };
+        if log_index as i64 <= run.get_i64("log_index").unwrap_or(0) {
+            return Ok(true); // within the text the node was created with
+        }
+        let batch = doc! {
+            "_id": format!("{key}/{log_index}"),
+            "execution_id": id.as_str(),
+            "flow_id": run.get_str("flow_id").map_err(StoreError::corrupt)?,
+            "node_id": node.as_str(),
+            "log_index": log_index as i64,
+            "text": text,
+        };
+        match self.execution_logs.insert_one(batch).await {
+            Ok(_) => Ok(true),
+            // The same batch saved again (a retry whose first answer was lost).
+            Err(e) if is_duplicate_key(&e) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>, StoreError> {

@@ -473,6 +473,7 @@ async fn executions_lifecycle(place: &Place) {
         output: None,
         error: None,
         log: String::new(),
+        log_index: 0,
     };
     let t0: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
     let mut ids = vec![];
@@ -512,9 +513,16 @@ async fn executions_lifecycle(place: &Place) {
         )
         .await
         .unwrap();
-    for chunk in ["Hel", "lo", " 👋"] {
-        store.append_node_log(x, &a, chunk).await.unwrap();
-    }
+    // Saves of one chunk, then of two: each moves the index past what it holds; a save
+    // sent again (a retry whose first answer was lost) is stored once.
+    store.append_node_log(x, &a, "Hel", 1).await.unwrap();
+    store.append_node_log(x, &a, "lo 👋", 3).await.unwrap();
+    store.append_node_log(x, &a, "lo 👋", 3).await.unwrap();
+    let mid = store.execution(x).await.unwrap().unwrap();
+    assert_eq!(
+        (mid.nodes[1].log.as_str(), mid.nodes[1].log_index),
+        ("Hello 👋", 3)
+    );
     store
         .set_node_run(
             x,
@@ -544,6 +552,7 @@ async fn executions_lifecycle(place: &Place) {
     );
     assert_eq!(got.nodes[1].status, NodeStatus::Succeeded);
     assert_eq!(got.nodes[1].log, "Hello 👋");
+    assert_eq!(got.nodes[1].log_index, 3);
     assert_eq!(
         got.nodes[1].output,
         Some(json!({"text": "Hello 👋", "n": 1.0}))
@@ -583,7 +592,7 @@ async fn executions_lifecycle(place: &Place) {
     ));
     assert!(matches!(
         store
-            .append_node_log(x, &NodeId::parse("zz").unwrap(), "x")
+            .append_node_log(x, &NodeId::parse("zz").unwrap(), "x", 1)
             .await,
         Err(StoreError::ExecutionNotFound(_))
     ));

@@ -673,6 +673,75 @@ impl ChatStub {
     }
 }
 
+/// A [`ChatStub::gated`] stub's gate: answers wait at it until it opens.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    /// Lets every waiting and later answer go on.
+    pub fn open(&self) {
+        *self.0.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.1.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = self.0.1.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl ChatStub {
+    /// A stub that streams `first`, then waits at the returned gate before it streams
+    /// `rest`: a model caught halfway through its answer, for as long as a test needs.
+    pub fn gated<T: Into<String>>(
+        first: impl IntoIterator<Item = T>,
+        rest: impl IntoIterator<Item = T>,
+    ) -> (Self, Gate) {
+        let first: std::sync::Arc<[String]> = first.into_iter().map(Into::into).collect();
+        let rest: std::sync::Arc<[String]> = rest.into_iter().map(Into::into).collect();
+        let gate = Gate::default();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
+        let url = format!("http://{}/v1", listener.local_addr().expect("bound"));
+        let waiting = gate.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let (first, rest, gate) = (first.clone(), rest.clone(), waiting.clone());
+                std::thread::spawn(move || {
+                    if !read_head(&mut stream) {
+                        return;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let mut out = String::from(CHAT_HEAD);
+                    first.iter().for_each(|t| out.push_str(&chat_chunk(t)));
+                    if stream.write_all(out.as_bytes()).is_err() {
+                        return;
+                    }
+                    gate.wait();
+                    let mut out = String::new();
+                    rest.iter().for_each(|t| out.push_str(&chat_chunk(t)));
+                    out.push_str("data: [DONE]\n\n");
+                    let _ = stream.write_all(out.as_bytes());
+                });
+            }
+        });
+        (Self { url }, gate)
+    }
+}
+
+/// The head of a streamed chat completion.
+const CHAT_HEAD: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+
+/// One token as a `chat.completion.chunk` SSE event.
+fn chat_chunk(t: &str) -> String {
+    let escaped = t.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "data: {{\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{escaped}\"}}}}]}}\n\n"
+    )
+}
+
 /// Reads one request head (the body is not needed); false when the peer went first.
 fn read_head(stream: &mut TcpStream) -> bool {
     let mut got = vec![];
@@ -692,15 +761,8 @@ fn stream_chat(mut stream: TcpStream, tokens: &[String], pace: Duration) {
         return;
     }
     let _ = stream.set_nodelay(true);
-    let mut out = String::from(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
-    );
-    let chunk = |t: &str| {
-        let escaped = t.replace('\\', "\\\\").replace('"', "\\\"");
-        format!(
-            "data: {{\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{escaped}\"}}}}]}}\n\n"
-        )
-    };
+    let mut out = String::from(CHAT_HEAD);
+    let chunk = chat_chunk;
     if pace.is_zero() {
         tokens.iter().for_each(|t| out.push_str(&chunk(t)));
     } else {

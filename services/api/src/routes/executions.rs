@@ -71,6 +71,7 @@ pub(super) async fn start(
                 output: None,
                 error: None,
                 log: String::new(),
+                log_index: 0,
             })
             .collect(),
     };
@@ -243,9 +244,11 @@ pub(super) async fn publish(
                     message: format!("a LOG_STREAM chunk is at most {MAX_CHUNK_BYTES} bytes"),
                 });
             }
+            // Stored before it is published, with the index after it: a client that reads
+            // the execution then appends the chunks from there (a chunk sent twice, once).
             state
                 .store
-                .append_node_log(&eid, &l.node_id, &l.chunk)
+                .append_node_log(&eid, &l.node_id, &l.chunk, l.index + 1)
                 .await
                 .map_err(|_| {
                     ApiError::invalid(
