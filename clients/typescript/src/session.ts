@@ -597,6 +597,9 @@ export class FlowSession {
 
   private executionUpdate(u: ExecutionUpdate): void {
     if (this.hold(u.execution_id, { update: u })) return;
+    // A node of a run this session has not seen start (it was not among the runs loaded,
+    // or their load failed): what it streamed so far is on the server.
+    const unknown = !this.runs.has(u.execution_id) && u.node_id !== undefined;
     const run = this.run(u.execution_id);
     let nodes = run.nodes;
     if (u.node_id !== undefined) {
@@ -614,14 +617,19 @@ export class FlowSession {
     }
     const error = u.node_id === undefined ? (u.error ?? run.error) : run.error;
     this.putRun({ ...run, status: laterRun(run.status, u.status), error, nodes });
+    if (unknown) this.readRun(run.id);
   }
 
-  private logChunk(l: LogStream): void {
+  /** `afterRead`: the run was just read, so chunks missing before this one are lost for good. */
+  private logChunk(l: LogStream, afterRead = false): void {
     if (this.hold(l.execution_id, { chunk: l })) return;
     const run = this.run(l.execution_id);
     const node = run.nodes[l.node_id] ?? emptyNode();
     if (l.index < node.chunks) return; // already in the text
-    if (l.index > node.chunks) {
+    if (l.index > node.chunks && afterRead) {
+      // The server did not store them (it was down as they streamed): show what comes.
+      this.log.warn(`flowsync: chunks ${node.chunks}..${l.index} of node ${l.node_id} are lost`);
+    } else if (l.index > node.chunks) {
       // The chunks before it are not here (the session joined mid-run, or the stream had a
       // gap). The server stored them before this one was published, so a read made now holds
       // them; this chunk and what follows wait for it.
@@ -662,6 +670,7 @@ export class FlowSession {
    * for while one is under way follows it (the first may have been served too early).
    */
   private readRun(id: string): void {
+    if (this.closedWhy !== undefined) return;
     if (this.held.has(id)) {
       this.readAgain.add(id);
       return;
@@ -680,6 +689,7 @@ export class FlowSession {
   private readIn(id: string, run: Execution | undefined): void {
     const held = this.held.get(id) ?? [];
     this.held.delete(id);
+    if (this.closedWhy !== undefined) return;
     if (run) this.putRun(fromServer(run, this.runs.get(id)));
     if (this.readAgain.delete(id)) {
       this.readRun(id);
@@ -687,7 +697,7 @@ export class FlowSession {
       return;
     }
     for (const event of held) {
-      if ("chunk" in event) this.logChunk(event.chunk);
+      if ("chunk" in event) this.logChunk(event.chunk, run !== undefined);
       else this.executionUpdate(event.update);
     }
   }

@@ -197,6 +197,34 @@ test("a run joined midway shows the stored text at once, then the live chunks pa
   session.close();
 });
 
+test("chunks the server never stored are shown past the hole after one read, not read for again", async () => {
+  const { api, session, es, logger } = await open();
+  api.executions.set("x5", {
+    id: "x5", flow_id: "f", flow_version: 0, status: "running", created_at: "", updated_at: "",
+    nodes: [{ node_id: "n1", status: "running", log: "ab", log_index: 2 }],
+  });
+  const shown = next(session, "log", (l) => l.text === "abd");
+  es.send("LOG_STREAM", { execution_id: "x5", node_id: "n1", index: 3, chunk: "d", done: false }, 1);
+  assert.equal((await shown).text, "abd");
+  const reads = api.requests.filter((r) => r === "GET /v1/flows/f/executions/x5").length;
+  assert.equal(reads, 1, "one read");
+  assert.deepEqual(logger.warned, ["flowsync: chunks 2..3 of node n1 are lost"]);
+  session.close();
+});
+
+test("a node update of a run the session never saw start reads the run", async () => {
+  const { api, session, es } = await open();
+  api.executions.set("x6", {
+    id: "x6", flow_id: "f", flow_version: 0, status: "running", created_at: "", updated_at: "",
+    nodes: [{ node_id: "n1", status: "succeeded", output: "hi", log: "hi", log_index: 3 }],
+  });
+  const read = next(session, "execution", (x) => x.id === "x6" && x.nodes.n1?.log === "hi");
+  es.send("EXECUTION_UPDATE", { execution_id: "x6", node_id: "n1", node_status: "succeeded", output: "hi" }, 1);
+  const run = await read;
+  assert.equal(run.nodes.n1!.chunks, 3);
+  session.close();
+});
+
 test("a read that already holds the live chunks takes nothing twice; an older update does not undo an end", async () => {
   const { api, session, es } = await open();
   api.executions.set("x4", {

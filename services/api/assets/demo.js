@@ -967,6 +967,7 @@ var FlowSession = class _FlowSession {
   }
   executionUpdate(u) {
     if (this.hold(u.execution_id, { update: u })) return;
+    const unknown = !this.runs.has(u.execution_id) && u.node_id !== void 0;
     const run = this.run(u.execution_id);
     let nodes = run.nodes;
     if (u.node_id !== void 0) {
@@ -983,13 +984,17 @@ var FlowSession = class _FlowSession {
     }
     const error = u.node_id === void 0 ? u.error ?? run.error : run.error;
     this.putRun({ ...run, status: laterRun(run.status, u.status), error, nodes });
+    if (unknown) this.readRun(run.id);
   }
-  logChunk(l) {
+  /** `afterRead`: the run was just read, so chunks missing before this one are lost for good. */
+  logChunk(l, afterRead = false) {
     if (this.hold(l.execution_id, { chunk: l })) return;
     const run = this.run(l.execution_id);
     const node = run.nodes[l.node_id] ?? emptyNode();
     if (l.index < node.chunks) return;
-    if (l.index > node.chunks) {
+    if (l.index > node.chunks && afterRead) {
+      this.log.warn(`flowsync: chunks ${node.chunks}..${l.index} of node ${l.node_id} are lost`);
+    } else if (l.index > node.chunks) {
       this.hold(l.execution_id, { chunk: l }, true);
       return;
     }
@@ -1024,6 +1029,7 @@ var FlowSession = class _FlowSession {
    * for while one is under way follows it (the first may have been served too early).
    */
   readRun(id) {
+    if (this.closedWhy !== void 0) return;
     if (this.held.has(id)) {
       this.readAgain.add(id);
       return;
@@ -1040,6 +1046,7 @@ var FlowSession = class _FlowSession {
   readIn(id, run) {
     const held = this.held.get(id) ?? [];
     this.held.delete(id);
+    if (this.closedWhy !== void 0) return;
     if (run) this.putRun(fromServer(run, this.runs.get(id)));
     if (this.readAgain.delete(id)) {
       this.readRun(id);
@@ -1047,7 +1054,7 @@ var FlowSession = class _FlowSession {
       return;
     }
     for (const event of held) {
-      if ("chunk" in event) this.logChunk(event.chunk);
+      if ("chunk" in event) this.logChunk(event.chunk, run !== void 0);
       else this.executionUpdate(event.update);
     }
   }

@@ -800,8 +800,11 @@ struct Chunks {
 const OUTBOX: usize = 1024;
 
 /// Saves of a batch tried before it is published unsaved (the store is down: live clients
-/// still get it; a client joining later misses it).
+/// still get it; its text goes with the next save, so a client joining later gets it too).
 const SAVE_ATTEMPTS: u32 = 3;
+
+/// Saves of a node's last batch tried before its text is given up for later joiners.
+const LAST_SAVE_ATTEMPTS: u32 = 10;
 
 /// Saves, then publishes, queued chunks in order, a batch at a time.
 async fn save_then_publish(
@@ -814,15 +817,43 @@ async fn save_then_publish(
         runner.config.log_batch_wait,
         runner.config.log_batch_bytes.max(1),
     );
+    let save = |text: String, chunks: std::ops::Range<u64>, attempts: u32| {
+        let (runner, execution, node) = (&runner, &execution, &node);
+        async move {
+            let mut attempt = 1;
+            loop {
+                match runner
+                    .store
+                    .append_node_log(execution, node, &text, chunks.clone())
+                    .await
+                {
+                    Ok(()) => return None,
+                    Err(e) if attempt < attempts && e.is_transient() => {
+                        let wait = Duration::from_millis(100 << attempt.min(5));
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a node's streamed output was not stored yet");
+                        return Some((text, chunks));
+                    }
+                }
+            }
+        }
+    };
+    // Text published but not stored: it goes with the next save.
+    let mut unsaved: Option<(String, std::ops::Range<u64>)> = None;
     let mut batch = Vec::with_capacity(256);
     while inbox.recv_many(&mut batch, 256).await > 0 {
-        let mut text = String::new();
-        let mut next = 0;
+        let (mut text, mut chunks) = unsaved.take().unwrap_or_default();
         let mut add = |batch: &[Event], text: &mut String| {
             for event in batch {
                 if let EventBody::LogStream(l) = &event.body {
+                    if text.is_empty() && chunks.is_empty() {
+                        chunks.start = l.index;
+                    }
                     text.push_str(&l.chunk);
-                    next = l.index + 1;
+                    chunks.end = l.index + 1;
                 }
             }
         };
@@ -837,23 +868,16 @@ async fn save_then_publish(
                 batch.push(event);
             }
         }
-        let mut attempt = 1;
-        while let Err(e) = runner
-            .store
-            .append_node_log(&execution, &node, &text, next)
-            .await
-        {
-            if attempt == SAVE_ATTEMPTS || !e.is_transient() {
-                tracing::warn!(error = %e, "a node's streamed output was not stored");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            attempt += 1;
-        }
+        unsaved = save(text, chunks, SAVE_ATTEMPTS).await;
         if let Err(e) = runner.bus.publish_all(&batch).await {
             tracing::warn!(error = %e, "log chunks were not published");
         }
         batch.clear();
+    }
+    if let Some((text, chunks)) = unsaved
+        && save(text, chunks, LAST_SAVE_ATTEMPTS).await.is_some()
+    {
+        tracing::warn!("a node's last streamed output was not stored: later readers miss it");
     }
 }
 
@@ -896,6 +920,16 @@ impl Chunks {
         if let Some((outbox, task)) = self.outbox.take() {
             drop(outbox);
             let _ = task.await;
+        }
+    }
+}
+
+/// A node aborted (cancelled, timed out) stops its chunks where they are: nothing of it
+/// is published after the execution's end.
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.outbox.take() {
+            task.abort();
         }
     }
 }

@@ -645,12 +645,14 @@ fn parse_message(payload: &[u8]) -> Result<Message, BusError> {
             seq: text(seq).ok_or_else(bad)?.parse().map_err(|_| bad())?,
         }),
     };
+    let kind: EventType = text(kind).and_then(|k| k.parse().ok()).ok_or_else(bad)?;
     Ok(Message {
         position,
-        kind: text(kind).and_then(|k| k.parse().ok()).ok_or_else(bad)?,
-        version: optional(version)
-            .map(|v| v.parse().map_err(|_| bad()))
-            .transpose()?,
+        kind,
+        version: match optional(version) {
+            Some(v) => Some(v.parse().map_err(|_| bad())?),
+            None => older_version(kind, json),
+        },
         traceparent: optional(trace).map(Into::into),
         json: Bytes::copy_from_slice(json),
     })
@@ -669,13 +671,32 @@ fn entry_message(position: Position, fields: Vec<(String, Vec<u8>)>) -> Result<M
             _ => {}
         }
     }
+    let kind = kind.ok_or_else(|| bad("no known type"))?;
+    let json = json.ok_or_else(|| bad("no event"))?;
     Ok(Message {
-        kind: kind.ok_or_else(|| bad("no known type"))?,
-        version,
+        kind,
+        version: version.or_else(|| older_version(kind, &json)),
         traceparent,
-        json: json.ok_or_else(|| bad("no event"))?,
+        json,
         position: Some(position),
     })
+}
+
+/// A `SYNC_CANVAS` of the older form (published before messages carried it, during a
+/// rolling upgrade) has its version only in its JSON.
+fn older_version(kind: EventType, json: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Sync {
+        data: Versioned,
+    }
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: u64,
+    }
+    (kind == EventType::SyncCanvas)
+        .then(|| serde_json::from_slice::<Sync>(json).ok())
+        .flatten()
+        .map(|s| s.data.version)
 }
 
 fn text(b: &[u8]) -> Option<&str> {
@@ -848,6 +869,8 @@ mod tests {
         let m = parse_message(br#"abc 8 LOG_STREAM {"seq":8}"#).unwrap();
         assert_eq!((m.kind, m.version), (EventType::LogStream, None));
         assert_eq!(&m.json[..], br#"{"seq":8}"#);
+        let m = parse_message(br#"abc 9 SYNC_CANVAS {"seq":9,"data":{"version":4}}"#).unwrap();
+        assert_eq!(m.version, Some(4), "read from the JSON");
         assert!(parse_message(b"abc 7 SYNC_CANVAS").is_err());
         assert!(parse_message(b"abc 7 X {}").is_err());
         assert!(parse_message(b"a-b 7 READY {}").is_err());

@@ -21,6 +21,10 @@ pub enum Step {
     /// Every chunk is stored before it is published, so a read made after this chunk
     /// arrived holds it and everything before it.
     Gap,
+    /// A node's output came by reference (too large for the event): read the execution.
+    Stale,
+    /// Applied (a status, an output, an error).
+    Updated,
     /// Of another execution.
     Other,
 }
@@ -68,10 +72,7 @@ impl RunView {
     pub fn apply(&mut self, event: &Event) -> Step {
         match &event.body {
             EventBody::LogStream(l) => self.chunk(l),
-            EventBody::ExecutionUpdate(u) => {
-                self.update(u);
-                Step::Other
-            }
+            EventBody::ExecutionUpdate(u) => self.update(u),
             _ => Step::Other,
         }
     }
@@ -104,9 +105,9 @@ impl RunView {
 
     /// Applies an `EXECUTION_UPDATE`. A status never goes back from an end to a start:
     /// an update older than what was read is dropped.
-    pub fn update(&mut self, u: &ExecutionUpdate) {
+    pub fn update(&mut self, u: &ExecutionUpdate) -> Step {
         if u.execution_id != self.execution.id {
-            return;
+            return Step::Other;
         }
         if let Some(status) = u.status
             && !run_ended(self.execution.status)
@@ -122,7 +123,7 @@ impl RunView {
             .and_then(|n| self.at.get(n))
             .map(|i| &mut self.execution.nodes[*i])
         else {
-            return;
+            return Step::Updated;
         };
         if let Some(status) = u.node_status
             && (!is_end(node.status) || is_end(status))
@@ -135,6 +136,11 @@ impl RunView {
         }
         if u.error.is_some() {
             node.error.clone_from(&u.error);
+        }
+        if u.output_bytes.is_some() {
+            Step::Stale
+        } else {
+            Step::Updated
         }
     }
 
@@ -206,7 +212,7 @@ impl Client {
             let event = events.next().await?;
             if let EventBody::Resync(_) = event.body {
                 view.refresh(self.execution(flow, execution).await?);
-            } else if view.apply(&event) == Step::Gap {
+            } else if matches!(view.apply(&event), Step::Gap | Step::Stale) {
                 view.refresh(self.execution(flow, execution).await?);
             }
             on_change(&view);

@@ -475,9 +475,18 @@ impl Follower<'_> {
                 // Copied only when it must wait; the event itself goes to subscribers.
                 self.early.insert(sync.prev_version, sync.clone());
                 self.gap_since.get_or_insert_with(Instant::now);
+                // Far ahead of what history fills in one wait (history keeps failing):
+                // reload rather than hold more. The reload holds every version seen so far.
+                if self.early.len() > Self::MAX_EARLY {
+                    self.early.clear();
+                    self.reload().await;
+                }
             }
         }
     }
+
+    /// Early `SYNC_CANVAS` events a session holds while it fills a gap, at most.
+    const MAX_EARLY: usize = 1_000;
 
     /// Applies every early event that now fits.
     async fn drain(&mut self) {

@@ -168,16 +168,17 @@ pub trait Executions: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// Appends `text` (the node's next chunks) to one node's log (one record per node, not
-    /// per chunk) and sets its `log_index` to `log_index`, the index of the chunk after
-    /// them — only when that moves the index forward, so a save sent twice is stored once.
-    /// False if the execution or node is unknown.
+    /// Saves `text`, a node's chunks `chunks.start..chunks.end`, as a batch of its own (an
+    /// append never rewrites the text so far). A batch saved again is stored once; batches
+    /// of one start read as the longest (a save that carries on an earlier one whose
+    /// answer was lost). A read concatenates the node's batches in order from its
+    /// `log_index`. False if the execution or node is unknown.
     async fn append_node_log(
         &self,
         id: &ExecutionId,
         node: &NodeId,
         text: &str,
-        log_index: u64,
+        chunks: std::ops::Range<u64>,
     ) -> Result<bool, StoreError>;
 
     /// An execution with its node runs.
@@ -191,4 +192,23 @@ pub trait Executions: Send + Sync + std::fmt::Debug {
         &self,
         limit: usize,
     ) -> Result<Vec<(FlowId, ExecutionId)>, StoreError>;
+}
+
+/// A node's streamed text from its base (`log`, `log_index`) and its saved batches
+/// `(first, end, text)` sorted by first index, longest first: each batch that starts
+/// where the text ends carries it on; one that starts before is covered already; one
+/// that starts after follows a batch that was never stored (its text is lost; the rest
+/// is still shown).
+pub(crate) fn join_batches<'a>(
+    log: &mut String,
+    log_index: &mut u64,
+    batches: impl IntoIterator<Item = (u64, u64, &'a str)>,
+) {
+    for (first, end, text) in batches {
+        if end <= *log_index || first < *log_index {
+            continue;
+        }
+        log.push_str(text);
+        *log_index = end;
+    }
 }

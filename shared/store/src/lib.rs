@@ -554,19 +554,16 @@ impl Store {
         found(self.backend.set_node_run(id, update, Utc::now()).await?, id)
     }
 
-    /// Appends `text`, a node's chunks up to `log_index` (excluded), to its log; a save
-    /// whose index the log already reached is stored once (see [`Backend`]).
+    /// Saves `text`, a node's chunks `chunks` (see [`Executions::append_node_log`]).
     pub async fn append_node_log(
         &self,
         id: &ExecutionId,
         node: &NodeId,
         text: &str,
-        log_index: u64,
+        chunks: std::ops::Range<u64>,
     ) -> Result<(), StoreError> {
         found(
-            self.backend
-                .append_node_log(id, node, text, log_index)
-                .await?,
+            self.backend.append_node_log(id, node, text, chunks).await?,
             id,
         )
     }

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
-use crate::backend::{Append, Executions, FlowLog, NodeRunUpdate};
+use crate::backend::{Append, Executions, FlowLog, NodeRunUpdate, join_batches};
 use crate::codec::{from_name, json, name, parse};
 
 /// How to reach MongoDB.
@@ -71,9 +71,9 @@ pub struct MongoBackend {
     /// output, error, log: [chunks], log_index}`: one document per node, with the text it
     /// was created with.
     execution_nodes: Collection<Document>,
-    /// `{_id: "<execution>/<node>/<log_index>", execution_id, flow_id, node_id, log_index,
-    /// text}`: a node's streamed text, one document per saved batch (an append never
-    /// rewrites the text so far); `log_index` is the index after the batch.
+    /// `{_id: "<execution>/<node>/<first>-<end>", execution_id, flow_id, node_id,
+    /// first_index, log_index, text}`: a node's streamed text, one document per saved batch
+    /// of chunks `first_index..log_index` (an append never rewrites the text so far).
     execution_logs: Collection<Document>,
 }
 
@@ -162,26 +162,24 @@ impl MongoBackend {
         )
         .await?;
         // A node's streamed text: what it was created with, then its saved batches.
-        let mut saved: std::collections::HashMap<String, (String, i64)> = Default::default();
+        let mut saved: std::collections::HashMap<&str, Vec<(u64, u64, &str)>> = Default::default();
         let batches = collect(
             self.execution_logs
                 .find(doc! {"execution_id": id})
-                .sort(doc! {"node_id": 1, "log_index": 1})
+                .sort(doc! {"node_id": 1, "first_index": 1, "log_index": -1})
                 .await?,
         )
         .await?;
         for b in &batches {
-            let entry = saved
-                .entry(
-                    b.get_str("node_id")
-                        .map_err(StoreError::corrupt)?
-                        .to_owned(),
-                )
-                .or_default();
-            entry
-                .0
-                .push_str(b.get_str("text").map_err(StoreError::corrupt)?);
-            entry.1 = b.get_i64("log_index").map_err(StoreError::corrupt)?;
+            let field = |name: &str| b.get_i64(name).map_err(StoreError::corrupt);
+            saved
+                .entry(b.get_str("node_id").map_err(StoreError::corrupt)?)
+                .or_default()
+                .push((
+                    field("first_index")? as u64,
+                    field("log_index")? as u64,
+                    b.get_str("text").map_err(StoreError::corrupt)?,
+                ));
         }
         let nodes = nodes
             .iter()
@@ -192,14 +190,13 @@ impl MongoBackend {
                     .iter()
                     .filter_map(Bson::as_str)
                     .collect::<String>();
-                let mut log_index = n.get_i64("log_index").unwrap_or(0);
-                if let Some((text, index)) = n
+                let mut log_index = n.get_i64("log_index").unwrap_or(0) as u64;
+                if let Some(batches) = n
                     .get_str("node_id")
                     .ok()
                     .and_then(|node| saved.remove(node))
                 {
-                    log.push_str(&text);
-                    log_index = log_index.max(index);
+                    join_batches(&mut log, &mut log_index, batches);
                 }
                 Ok(NodeRun {
                     node_id: NodeId::parse(n.get_str("node_id").map_err(StoreError::corrupt)?)
@@ -212,7 +209,7 @@ impl MongoBackend {
                         .transpose()?,
                     error: opt_str(n, "error"),
                     log,
-                    log_index: log_index as u64,
+                    log_index,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -280,9 +277,12 @@ impl FlowLog for MongoBackend {
         self.execution_logs
             .create_index(
                 IndexModel::builder()
-                    .keys(doc! {"execution_id": 1, "node_id": 1, "log_index": 1})
+                    .keys(doc! {"execution_id": 1, "node_id": 1, "first_index": 1})
                     .build(),
             )
+            .await?;
+        self.execution_logs
+            .create_index(IndexModel::builder().keys(doc! {"flow_id": 1}).build())
             .await?;
         Ok(())
     }
@@ -607,21 +607,19 @@ impl Executions for MongoBackend {
         id: &ExecutionId,
         node: &NodeId,
         text: &str,
-        log_index: u64,
+        chunks: std::ops::Range<u64>,
     ) -> Result<bool, StoreError> {
         let key = format!("{id}/{node}");
         let Some(run) = self.execution_nodes.find_one(doc! {"_id": &key}).await? else {
             return Ok(false);
         };
-        if log_index as i64 <= run.get_i64("log_index").unwrap_or(0) {
-            return Ok(true); // within the text the node was created with
-        }
         let batch = doc! {
-            "_id": format!("{key}/{log_index}"),
+            "_id": format!("{key}/{}-{}", chunks.start, chunks.end),
             "execution_id": id.as_str(),
             "flow_id": run.get_str("flow_id").map_err(StoreError::corrupt)?,
             "node_id": node.as_str(),
-            "log_index": log_index as i64,
+            "first_index": chunks.start as i64,
+            "log_index": chunks.end as i64,
             "text": text,
         };
         match self.execution_logs.insert_one(batch).await {

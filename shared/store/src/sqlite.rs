@@ -24,7 +24,7 @@ use flowsync_protocol::{
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
 use crate::StoreError;
-use crate::backend::{Append, Executions, FlowLog, NodeRunUpdate};
+use crate::backend::{Append, Executions, FlowLog, NodeRunUpdate, join_batches};
 use crate::codec::{from_name, json, name, parse};
 
 const SCHEMA: &str = "
@@ -49,8 +49,9 @@ CREATE TABLE IF NOT EXISTS execution_nodes (
     output TEXT, error TEXT, log TEXT NOT NULL DEFAULT '', log_index INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (execution_id, node_id));
 CREATE TABLE IF NOT EXISTS execution_logs (
-    execution_id TEXT NOT NULL, node_id TEXT NOT NULL, log_index INTEGER NOT NULL, text TEXT NOT NULL,
-    PRIMARY KEY (execution_id, node_id, log_index));
+    execution_id TEXT NOT NULL, node_id TEXT NOT NULL, first_index INTEGER NOT NULL,
+    log_index INTEGER NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (execution_id, node_id, first_index, log_index));
 ";
 
 /// Databases made before `log_index` existed gain it.
@@ -286,24 +287,30 @@ fn load_execution(conn: &Connection, id: &str) -> Result<Option<Execution>, Stor
         })?
         .collect::<Result<Vec<_>, _>>()?;
     // A node's streamed text: what it was created with, then its saved batches in order.
-    let mut saved: std::collections::HashMap<String, (String, i64)> = Default::default();
+    let mut saved: std::collections::HashMap<String, Vec<(u64, u64, String)>> = Default::default();
     let mut stmt = conn.prepare_cached(
-        "SELECT node_id, text, log_index FROM execution_logs WHERE execution_id = ?1 ORDER BY node_id, log_index",
+        "SELECT node_id, first_index, log_index, text FROM execution_logs WHERE execution_id = ?1 \
+         ORDER BY node_id, first_index, log_index DESC",
     )?;
     let mut batches = stmt.query([id])?;
     while let Some(r) = batches.next()? {
-        let entry = saved.entry(r.get(0)?).or_default();
-        entry
-            .0
-            .push_str(r.get_ref(1)?.as_str().map_err(StoreError::corrupt)?);
-        entry.1 = r.get(2)?;
+        saved.entry(r.get(0)?).or_default().push((
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, i64>(2)? as u64,
+            r.get(3)?,
+        ));
     }
     let nodes = rows
         .into_iter()
         .map(|(node_id, status, output, error, mut log, mut log_index)| {
-            if let Some((text, index)) = saved.remove(&node_id) {
-                log.push_str(&text);
-                log_index = log_index.max(index);
+            if let Some(batches) = saved.remove(&node_id) {
+                let mut index = log_index as u64;
+                join_batches(
+                    &mut log,
+                    &mut index,
+                    batches.iter().map(|(f, e, t)| (*f, *e, t.as_str())),
+                );
+                log_index = index as i64;
             }
             Ok(NodeRun {
                 node_id: NodeId::parse(node_id).map_err(StoreError::corrupt)?,
@@ -733,21 +740,11 @@ impl Executions for SqliteBackend {
         id: &ExecutionId,
         node: &NodeId,
         text: &str,
-        log_index: u64,
+        chunks: std::ops::Range<u64>,
     ) -> Result<bool, StoreError> {
         let (id, node, text) = (id.clone(), node.clone(), text.to_owned());
-        self.run(move |c| {
-            // A running node's text: visible to readers once committed, made durable by the
-            // next commit that flushes the WAL (an op's). A power cut may lose the latest
-            // tokens of a node that was running — its runner is gone too and the node runs
-            // again — which is not worth a disk flush per save (LOG_STREAM p50 0.78 → see
-            // BENCHMARKS.md at 1,000 tokens/s).
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            let saved = append_log(c, &id, &node, &text, log_index);
-            c.pragma_update(None, "synchronous", "FULL")?;
-            saved
-        })
-        .await
+        self.run(move |c| append_log(c, &id, &node, &text, chunks))
+            .await
     }
 
     async fn execution(&self, id: &ExecutionId) -> Result<Option<Execution>, StoreError> {
@@ -798,29 +795,30 @@ impl Executions for SqliteBackend {
 }
 
 /// Saves a batch of a node's text as its own row (an append never rewrites the text so
-/// far), only when it moves the node's index forward; whether the node exists.
+/// far); a batch saved again is stored once. Whether the node exists.
 fn append_log(
     c: &Connection,
     id: &ExecutionId,
     node: &NodeId,
     text: &str,
-    log_index: u64,
+    chunks: std::ops::Range<u64>,
 ) -> Result<bool, StoreError> {
-    let n = c
-        .prepare_cached(
-            "INSERT INTO execution_logs (execution_id, node_id, log_index, text) \
-             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM execution_nodes \
-               WHERE execution_id = ?1 AND node_id = ?2 AND log_index < ?3) \
-             AND ?3 > COALESCE((SELECT MAX(log_index) FROM execution_logs \
-               WHERE execution_id = ?1 AND node_id = ?2), 0)",
-        )?
-        .execute(params![id.as_str(), node.as_str(), log_index as i64, text])?;
-    if n == 1 {
-        return Ok(true);
+    if !c
+        .prepare_cached("SELECT 1 FROM execution_nodes WHERE execution_id = ?1 AND node_id = ?2")?
+        .exists(params![id.as_str(), node.as_str()])?
+    {
+        return Ok(false);
     }
-    // Stored already, or no such node.
-    Ok(
-        c.prepare_cached("SELECT 1 FROM execution_nodes WHERE execution_id = ?1 AND node_id = ?2")?
-            .exists(params![id.as_str(), node.as_str()])?,
-    )
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO execution_logs (execution_id, node_id, first_index, log_index, text) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        id.as_str(),
+        node.as_str(),
+        chunks.start as i64,
+        chunks.end as i64,
+        text
+    ])?;
+    Ok(true)
 }

@@ -513,16 +513,21 @@ async fn executions_lifecycle(place: &Place) {
         )
         .await
         .unwrap();
-    // Saves of one chunk, then of two: each moves the index past what it holds; a save
-    // sent again (a retry whose first answer was lost) is stored once.
-    store.append_node_log(x, &a, "Hel", 1).await.unwrap();
-    store.append_node_log(x, &a, "lo 👋", 3).await.unwrap();
-    store.append_node_log(x, &a, "lo 👋", 3).await.unwrap();
+    // Saves of one chunk, then of two; one sent again (a retry whose answer was lost) is
+    // stored once, and a save that carries on one whose answer was lost (chunks 3..5 with
+    // 5..6) reads as the longer.
+    store.append_node_log(x, &a, "Hel", 0..1).await.unwrap();
+    store.append_node_log(x, &a, "lo", 1..3).await.unwrap();
+    store.append_node_log(x, &a, "lo", 1..3).await.unwrap();
+    store.append_node_log(x, &a, " 👋", 3..5).await.unwrap();
+    store.append_node_log(x, &a, " 👋!", 3..6).await.unwrap();
     let mid = store.execution(x).await.unwrap().unwrap();
     assert_eq!(
         (mid.nodes[1].log.as_str(), mid.nodes[1].log_index),
-        ("Hello 👋", 3)
+        ("Hello 👋!", 6)
     );
+    // A batch that was never stored leaves a hole; what follows it is still shown.
+    store.append_node_log(x, &a, "?", 7..8).await.unwrap();
     store
         .set_node_run(
             x,
@@ -551,8 +556,8 @@ async fn executions_lifecycle(place: &Place) {
         "node order kept"
     );
     assert_eq!(got.nodes[1].status, NodeStatus::Succeeded);
-    assert_eq!(got.nodes[1].log, "Hello 👋");
-    assert_eq!(got.nodes[1].log_index, 3);
+    assert_eq!(got.nodes[1].log, "Hello 👋!?");
+    assert_eq!(got.nodes[1].log_index, 8);
     assert_eq!(
         got.nodes[1].output,
         Some(json!({"text": "Hello 👋", "n": 1.0}))
@@ -592,7 +597,7 @@ async fn executions_lifecycle(place: &Place) {
     ));
     assert!(matches!(
         store
-            .append_node_log(x, &NodeId::parse("zz").unwrap(), "x", 1)
+            .append_node_log(x, &NodeId::parse("zz").unwrap(), "x", 0..1)
             .await,
         Err(StoreError::ExecutionNotFound(_))
     ));

@@ -244,18 +244,26 @@ pub(super) async fn publish(
                     message: format!("a LOG_STREAM chunk is at most {MAX_CHUNK_BYTES} bytes"),
                 });
             }
-            // Stored before it is published, with the index after it: a client that reads
-            // the execution then appends the chunks from there (a chunk sent twice, once).
-            state
+            // Stored before it is published, as the batch of this one chunk: a client that
+            // reads the execution then appends the chunks from there (one sent twice, once).
+            // A node's chunks are to be sent one after another, in index order.
+            let end = l.index.checked_add(1).ok_or_else(|| {
+                ApiError::invalid("invalid_event", "data.index is past the last index")
+            })?;
+            match state
                 .store
-                .append_node_log(&eid, &l.node_id, &l.chunk, l.index + 1)
+                .append_node_log(&eid, &l.node_id, &l.chunk, l.index..end)
                 .await
-                .map_err(|_| {
-                    ApiError::invalid(
+            {
+                Ok(()) => {}
+                Err(StoreError::ExecutionNotFound(_)) => {
+                    return Err(ApiError::invalid(
                         "invalid_event",
                         format!("no node {} in execution {eid}", l.node_id),
-                    )
-                })?;
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         _ => {
             return Err(ApiError::invalid(
