@@ -56,19 +56,10 @@ impl Binary {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        let mut ops = vec![];
-        for (n, kind, data) in nodes {
-            ops.push(json!({"op_id": format!("add-{n}"), "type": "node.add",
-                "node": {"id": n, "type": kind, "position": {"x": 0, "y": 0}, "data": data}}));
-        }
-        for (i, (s, t)) in edges.iter().enumerate() {
-            ops.push(json!({"op_id": format!("edge-{i}"), "type": "edge.add",
-                "edge": {"id": format!("e{i}"), "source": s, "target": t}}));
-        }
         let r = self
             .http
             .post(format!("{}/v1/flows/{id}/ops", self.base))
-            .json(&json!({"client_id": "setup", "ops": ops}))
+            .json(&flowsync_testkit::canvas_ops(nodes, edges))
             .send()
             .await
             .unwrap();

@@ -137,10 +137,10 @@ struct Inner {
 #[derive(Debug)]
 struct Pending {
     kind: EventType,
-    /// A `SYNC_CANVAS`'s version, as the script's argument (`-` for none).
-    version: String,
-    /// The trace context, as the script's argument (`-` for none).
-    traceparent: String,
+    /// A `SYNC_CANVAS`'s version.
+    version: Option<u64>,
+    /// The trace context, when it can travel beside the JSON.
+    traceparent: Option<String>,
     /// The event JSON without `seq`.
     json: Vec<u8>,
     done: oneshot::Sender<Result<Position, BusError>>,
@@ -243,9 +243,12 @@ impl RedisBus {
                 .arg(new_epoch().as_str())
                 .arg(config.history_bytes);
             for p in &batch {
-                call.arg(p.kind.as_str())
-                    .arg(&p.version)
-                    .arg(&p.traceparent)
+                call.arg(p.kind.as_str());
+                match p.version {
+                    Some(v) => call.arg(v),
+                    None => call.arg("-"),
+                };
+                call.arg(p.traceparent.as_deref().unwrap_or("-"))
                     .arg(&p.json);
             }
             let result: Result<(String, u64), BusError> = match self.conn().await {
@@ -496,8 +499,8 @@ impl Bus for RedisBus {
                 event.flow_id.clone(),
                 Pending {
                     kind: event.event_type(),
-                    version: canvas_version(event).map_or_else(|| "-".into(), |v| v.to_string()),
-                    traceparent: traceparent(event).unwrap_or("-").into(),
+                    version: canvas_version(event),
+                    traceparent: traceparent(event).map(str::to_owned),
                     json: encode(event)?,
                     done,
                 },

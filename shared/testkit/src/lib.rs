@@ -19,9 +19,11 @@
 //! either deployment ([`Setup`]) with the [`both!`] macro to run a test in each, and the
 //! kit's HS256 tokens ([`token`], [`hs256`]).
 
+mod canvas;
 mod place;
 mod tokens;
 
+pub use canvas::canvas_ops;
 pub use place::{Place, Setup};
 pub use tokens::{SECRET, hs256, token, token_signed};
 
