@@ -168,8 +168,19 @@ async fn live<S: AsyncRead + AsyncWrite + Unpin>(
     filter: TypeFilter,
 ) -> End {
     // Draining closes streams in `DRAIN_STEPS` waves: this stream goes in wave `slot`.
+    // One future for the stream's life, not one per frame: it stays registered with the
+    // drain signal instead of joining and leaving its waiter list at every delivery.
     let slot = fastrand::u8(..DRAIN_STEPS);
     let mut drain = shared.shutdown.clone();
+    let drained = std::pin::pin!(async move {
+        while *drain.borrow_and_update() <= slot {
+            if drain.changed().await.is_err() {
+                // No gateway left to drain this stream.
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    let mut drained = drained;
     let mut probe = [0u8; 8];
     loop {
         enum Next {
@@ -181,7 +192,7 @@ async fn live<S: AsyncRead + AsyncWrite + Unpin>(
             biased;
             r = rx.recv() => Next::Frame(r),
             r = io.read(&mut probe) => Next::Read(r),
-            _ = drain.changed() => Next::Drain,
+            () = &mut drained => Next::Drain,
         };
         match next {
             Next::Frame(Ok(frame)) => {
@@ -197,11 +208,7 @@ async fn live<S: AsyncRead + AsyncWrite + Unpin>(
             // The client sends nothing after its head: a read ends only at close.
             Next::Read(Ok(0) | Err(_)) => return End::ClientGone,
             Next::Read(Ok(_)) => {}
-            Next::Drain => {
-                if *drain.borrow_and_update() > slot {
-                    return End::Drained;
-                }
-            }
+            Next::Drain => return End::Drained,
         }
     }
 }
@@ -216,7 +223,8 @@ async fn deliver<S: AsyncWrite + Unpin>(
     frame: Arc<Frame>,
     filter: TypeFilter,
 ) -> Result<(), End> {
-    let mut batch: Vec<Arc<Frame>> = Vec::new();
+    // Usually one frame: kept inline, no allocation per delivery.
+    let mut batch: smallvec::SmallVec<[Arc<Frame>; 2]> = smallvec::SmallVec::new();
     let mut bytes = 0;
     if filter.admits(&frame) {
         let frame = filter.dress(frame);
@@ -241,7 +249,14 @@ async fn deliver<S: AsyncWrite + Unpin>(
     if batch.is_empty() {
         return Ok(());
     }
-    timed(shared, write_frames(io, &batch)).await?;
+    // Most writes complete at once (the socket has room): those need no timer.
+    let mut write = std::pin::pin!(write_frames(io, &batch));
+    let once = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    match once {
+        std::task::Poll::Ready(Ok(())) => {}
+        std::task::Poll::Ready(Err(_)) => return Err(End::WriteFailed),
+        std::task::Poll::Pending => timed(shared, write).await?,
+    }
     shared.metrics.bytes_out.inc_by(bytes as u64);
     // Pings are comments, not events.
     let events = batch.iter().filter(|f| f.is_event()).count();
@@ -254,6 +269,9 @@ async fn write_frames<S: AsyncWrite + Unpin>(
     io: &mut S,
     frames: &[Arc<Frame>],
 ) -> std::io::Result<()> {
+    if let [one] = frames {
+        return io.write_all(&one.bytes).await;
+    }
     let (mut i, mut offset) = (0, 0);
     let mut slices = Vec::with_capacity(frames.len());
     while i < frames.len() {
