@@ -21,6 +21,17 @@ pub enum Append {
     Race,
 }
 
+/// A flow as a commit finds it ([`FlowLog::commit_base`]).
+#[derive(Debug)]
+pub struct CommitBase {
+    /// The stored snapshot (it may lag behind the log).
+    pub snapshot: Flow,
+    /// The log past the snapshot, in version order.
+    pub log: Vec<LogEntry>,
+    /// The logged entries of the op ids asked about (those that exist).
+    pub known: Vec<LogEntry>,
+}
+
 /// A change of one node's state in an execution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRunUpdate {
@@ -125,6 +136,30 @@ pub trait FlowLog: Send + Sync + std::fmt::Debug {
         flow: &FlowId,
         op_ids: &[OpId],
     ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// What a commit starts from: the snapshot, the log past it, and the logged entries of
+    /// `op_ids`. A backend may read them in one round trip (SQLite: one call on its reading
+    /// connection, one read transaction); by default, three reads.
+    async fn commit_base(
+        &self,
+        flow: &FlowId,
+        op_ids: &[OpId],
+    ) -> Result<Option<CommitBase>, StoreError> {
+        let Some(snapshot) = self.snapshot(flow).await? else {
+            return Ok(None);
+        };
+        let log = self.log(flow, snapshot.version, None, None).await?;
+        let known = if op_ids.is_empty() {
+            vec![]
+        } else {
+            self.entries_by_op_id(flow, op_ids).await?
+        };
+        Ok(Some(CommitBase {
+            snapshot,
+            log,
+            known,
+        }))
+    }
 
     /// The actor's latest entries, newest first, at most `limit`.
     async fn entries_by_actor(

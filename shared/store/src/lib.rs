@@ -31,7 +31,7 @@ use flowsync_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use backend::{Append, Backend, Executions, FlowLog, NodeRunUpdate};
+pub use backend::{Append, Backend, CommitBase, Executions, FlowLog, NodeRunUpdate};
 pub use error::StoreError;
 
 /// Write-path settings: how commits run and the canvas limits they enforce.
@@ -373,18 +373,13 @@ impl Store {
         // processes are still settled by the log's unique index below.
         let _turn = self.commit_locks.lock(id).await;
         for attempt in 1..=self.config.max_commit_attempts {
-            let mut loaded = self
-                .load(id)
+            let (mut loaded, known) = self
+                .load_with(id, &op_ids)
                 .await?
                 .ok_or_else(|| StoreError::FlowNotFound(id.clone()))?;
             // Entries of these op ids: from the log, then from this group as it applies.
-            let mut known: HashMap<OpId, LogEntry> = self
-                .backend
-                .entries_by_op_id(id, &op_ids)
-                .await?
-                .into_iter()
-                .map(|e| (e.op_id.clone(), e))
-                .collect();
+            let mut known: HashMap<OpId, LogEntry> =
+                known.into_iter().map(|e| (e.op_id.clone(), e)).collect();
             let group_start = loaded.canvas.version();
             let now = Utc::now();
             let mut new_id = || uuid::Uuid::new_v4().simple().to_string();
@@ -507,22 +502,38 @@ impl Store {
 
     /// Step 1 of the write path: the snapshot plus any log entries after it.
     async fn load(&self, id: &FlowId) -> Result<Option<Loaded>, StoreError> {
-        let Some(snapshot) = self.backend.snapshot(id).await? else {
+        Ok(self.load_with(id, &[]).await?.map(|(loaded, _)| loaded))
+    }
+
+    /// The flow as [`load`](Self::load) gives it, and the logged entries of `op_ids`, read
+    /// together ([`FlowLog::commit_base`]).
+    async fn load_with(
+        &self,
+        id: &FlowId,
+        op_ids: &[OpId],
+    ) -> Result<Option<(Loaded, Vec<LogEntry>)>, StoreError> {
+        let Some(CommitBase {
+            snapshot,
+            log,
+            known,
+        }) = self.backend.commit_base(id, op_ids).await?
+        else {
             return Ok(None);
         };
         let (created_at, mut updated_at, snapshot_version) =
             (snapshot.created_at, snapshot.updated_at, snapshot.version);
         let mut canvas = Canvas::from_flow(snapshot).map_err(StoreError::corrupt)?;
-        for entry in self.backend.log(id, snapshot_version, None, None).await? {
+        for entry in log {
             fold(&mut canvas, &entry)?;
             updated_at = entry.ts;
         }
-        Ok(Some(Loaded {
+        let loaded = Loaded {
             canvas,
             created_at,
             updated_at,
             snapshot_version,
-        }))
+        };
+        Ok(Some((loaded, known)))
     }
 
     /// Stores a new execution.

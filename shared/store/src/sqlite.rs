@@ -24,7 +24,7 @@ use flowsync_protocol::{
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
 use crate::StoreError;
-use crate::backend::{Append, Executions, FlowLog, NodeRunUpdate, join_batches};
+use crate::backend::{Append, CommitBase, Executions, FlowLog, NodeRunUpdate, join_batches};
 use crate::codec::{from_name, json, name, parse};
 
 const SCHEMA: &str = "
@@ -238,6 +238,52 @@ fn entries(
     bodies.iter().map(|b| parse(b)).collect()
 }
 
+/// The flow's snapshot.
+fn snapshot(conn: &Connection, flow: &FlowId) -> Result<Option<Flow>, StoreError> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM flows WHERE id = ?1")?
+        .query_row([flow.as_str()], |r| r.get(0))
+        .optional()?;
+    body.as_deref().map(parse).transpose()
+}
+
+/// Log entries with `after < version ≤ upto`, in version order, at most `limit`.
+fn log(
+    conn: &Connection,
+    flow: &FlowId,
+    after: u64,
+    upto: Option<u64>,
+    limit: Option<usize>,
+) -> Result<Vec<LogEntry>, StoreError> {
+    entries(
+        conn,
+        "SELECT body FROM flow_log WHERE flow_id = ?1 AND version > ?2 AND version <= ?3 ORDER BY version LIMIT ?4",
+        params![
+            flow.as_str(),
+            after as i64,
+            upto.map_or(i64::MAX, |u| u as i64),
+            limit.map_or(-1, |l| l as i64)
+        ],
+    )
+}
+
+/// The logged entries of these op ids.
+fn entries_by_op_id(
+    conn: &Connection,
+    flow: &FlowId,
+    op_ids: &[OpId],
+) -> Result<Vec<LogEntry>, StoreError> {
+    if op_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let sql = format!(
+        "SELECT body FROM flow_log WHERE flow_id = ? AND op_id IN ({})",
+        placeholders(op_ids.len())
+    );
+    let args = std::iter::once(flow.as_str()).chain(op_ids.iter().map(OpId::as_str));
+    entries(conn, &sql, params_from_iter(args))
+}
+
 /// `?, ?, …` for an `IN` list of `n` values.
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -384,14 +430,7 @@ impl FlowLog for SqliteBackend {
 
     async fn snapshot(&self, flow: &FlowId) -> Result<Option<Flow>, StoreError> {
         let id = flow.clone();
-        self.read(move |c| {
-            let body: Option<String> = c
-                .prepare_cached("SELECT body FROM flows WHERE id = ?1")?
-                .query_row([id.as_str()], |r| r.get(0))
-                .optional()?;
-            body.as_deref().map(parse).transpose()
-        })
-        .await
+        self.read(move |c| snapshot(c, &id)).await
     }
 
     async fn list_snapshots(
@@ -562,16 +601,7 @@ impl FlowLog for SqliteBackend {
         limit: Option<usize>,
     ) -> Result<Vec<LogEntry>, StoreError> {
         let id = flow.clone();
-        let upto = upto.map_or(i64::MAX, |u| u as i64);
-        let limit = limit.map_or(-1, |l| l as i64);
-        self.read(move |c| {
-            entries(
-                c,
-                "SELECT body FROM flow_log WHERE flow_id = ?1 AND version > ?2 AND version <= ?3 ORDER BY version LIMIT ?4",
-                params![id.as_str(), after as i64, upto, limit],
-            )
-        })
-        .await
+        self.read(move |c| log(c, &id, after, upto, limit)).await
     }
 
     async fn entries_by_op_id(
@@ -582,14 +612,30 @@ impl FlowLog for SqliteBackend {
         if op_ids.is_empty() {
             return Ok(vec![]);
         }
-        let mut args = vec![flow.to_string()];
-        args.extend(op_ids.iter().map(|o| o.to_string()));
+        let (id, op_ids) = (flow.clone(), op_ids.to_vec());
+        self.read(move |c| entries_by_op_id(c, &id, &op_ids)).await
+    }
+
+    async fn commit_base(
+        &self,
+        flow: &FlowId,
+        op_ids: &[OpId],
+    ) -> Result<Option<CommitBase>, StoreError> {
+        let (id, op_ids) = (flow.clone(), op_ids.to_vec());
         self.read(move |c| {
-            let sql = format!(
-                "SELECT body FROM flow_log WHERE flow_id = ? AND op_id IN ({})",
-                placeholders(args.len() - 1)
-            );
-            entries(c, &sql, params_from_iter(args))
+            // One read transaction: the log read continues the snapshot read.
+            let tx = c.transaction()?;
+            let Some(snapshot) = snapshot(&tx, &id)? else {
+                return Ok(None);
+            };
+            let log = log(&tx, &id, snapshot.version, None, None)?;
+            let known = entries_by_op_id(&tx, &id, &op_ids)?;
+            tx.commit()?;
+            Ok(Some(CommitBase {
+                snapshot,
+                log,
+                known,
+            }))
         })
         .await
     }

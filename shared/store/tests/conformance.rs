@@ -388,6 +388,34 @@ async fn snapshot_lag_is_folded(place: &Place) {
         (2, 0),
         "readers fold the lag"
     );
+    // What a commit starts from, read at once: the snapshot, the lag, the known op ids.
+    let op_ids: Vec<flowsync_protocol::OpId> = ["o1", "crashed", "never"]
+        .iter()
+        .map(|o| o.parse().unwrap())
+        .collect();
+    let base = store
+        .backend()
+        .commit_base(&f, &op_ids)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(base.snapshot.version, 1);
+    assert_eq!(
+        base.log.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2]
+    );
+    let mut known: Vec<_> = base.known.iter().map(|e| e.op_id.to_string()).collect();
+    known.sort();
+    assert_eq!(known, ["crashed", "o1"]);
+    let gone: FlowId = "nope".parse().unwrap();
+    assert!(
+        store
+            .backend()
+            .commit_base(&gone, &op_ids)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The conditional advance refuses a stale starting version…
     canvas.apply_applied(2, &entry.changes).unwrap();
     let t = snapshot.created_at;
