@@ -172,7 +172,7 @@ async fn live<S: AsyncRead + AsyncWrite + Unpin>(
     // drain signal instead of joining and leaving its waiter list at every delivery.
     let slot = fastrand::u8(..DRAIN_STEPS);
     let mut drain = shared.shutdown.clone();
-    let drained = std::pin::pin!(async move {
+    let mut drained = std::pin::pin!(async move {
         while *drain.borrow_and_update() <= slot {
             if drain.changed().await.is_err() {
                 // No gateway left to drain this stream.
@@ -180,7 +180,6 @@ async fn live<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     });
-    let mut drained = drained;
     let mut probe = [0u8; 8];
     loop {
         enum Next {
