@@ -112,6 +112,26 @@ fn spawn_watched(
         .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
 }
 
+/// Waits until the watchdog `child` has written its server's pid to `pid_file` (it writes
+/// the file whole, by rename), then removes the file and returns the pid.
+fn wait_for_pid(pid_file: &std::path::Path, what: &str, child: &mut Child) -> u32 {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            let _ = std::fs::remove_file(pid_file);
+            return pid;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) at start; run with TEST_LOG=1 to see why");
+        }
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits until something accepts connections on `port`.
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + START_TIMEOUT;
@@ -197,12 +217,9 @@ impl RedisServer {
         args.extend(["--daemonize".into(), "no".into()]);
         let pid_file = std::env::temp_dir().join(unique_name("redis-pid"));
         let mut child = spawn_watched(program, &args, &[], Some(&pid_file));
+        // The server can accept connections before its watchdog has written the pid.
+        let pid = wait_for_pid(&pid_file, "redis-server", &mut child);
         wait_for_port(port, "redis-server", &mut child);
-        let pid = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .expect("the watchdog wrote the server's pid");
-        let _ = std::fs::remove_file(&pid_file);
         Self {
             port,
             child,
@@ -454,23 +471,9 @@ impl Process {
     /// Starts `program` with `envs` (added to this process's environment); its output is
     /// shown with `TEST_LOG=1`.
     pub fn start(name: &str, program: &std::path::Path, envs: &[(String, String)]) -> Self {
-        let dir = std::env::temp_dir().join(unique_name("flowsync-pid"));
-        let mut watchdog = spawn_watched(&program.to_string_lossy(), &[], envs, Some(&dir));
-        let deadline = Instant::now() + START_TIMEOUT;
-        let pid = loop {
-            if let Some(pid) = std::fs::read_to_string(&dir)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                break pid;
-            }
-            if let Ok(Some(status)) = watchdog.try_wait() {
-                panic!("{name} exited ({status}) at start; run with TEST_LOG=1 to see why");
-            }
-            assert!(Instant::now() < deadline, "{name} did not start");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let _ = std::fs::remove_file(&dir);
+        let pid_file = std::env::temp_dir().join(unique_name("flowsync-pid"));
+        let mut watchdog = spawn_watched(&program.to_string_lossy(), &[], envs, Some(&pid_file));
+        let pid = wait_for_pid(&pid_file, name, &mut watchdog);
         Self {
             name: name.to_owned(),
             watchdog,
