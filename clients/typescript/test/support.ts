@@ -35,7 +35,7 @@ export async function startSystem(env: Record<string, string> = {}): Promise<Sys
   const dir = mkdtempSync(join(tmpdir(), "flowsync-ts-"));
   const port = await freePort();
   const child: ChildProcess = spawn(binary, ["--listen", `127.0.0.1:${port}`, "--data-dir", dir], {
-    env: { PATH: process.env.PATH ?? "", RUST_LOG: "warn", ...env },
+    env: { PATH: process.env.PATH ?? "", RUST_LOG: process.env.RUST_LOG ?? "warn", ...env },
     stdio: ["ignore", "ignore", "inherit"],
   });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
