@@ -382,11 +382,10 @@ impl Shared {
 async fn follow(shared: Arc<Shared>, mut stream: EventStream) {
     let mut follower = Follower {
         shared: &shared,
-        early: BTreeMap::new(),
-        gap_since: None,
+        early: Early::default(),
     };
     loop {
-        let deadline = follower.gap_since.map(|t| t + shared.config.gap_wait);
+        let deadline = follower.early.since.map(|t| t + shared.config.gap_wait);
         let next = tokio::select! {
             next = stream.next() => next,
             () = crate::sleep_until(deadline) => {
@@ -415,10 +414,62 @@ async fn follow(shared: Arc<Shared>, mut stream: EventStream) {
 /// The stream reader's state: `SYNC_CANVAS` events that came before their predecessor.
 struct Follower<'a> {
     shared: &'a Shared,
+    early: Early,
+}
+
+/// `SYNC_CANVAS` events held until their predecessor is applied: at most [`Early::MAX`].
+#[derive(Debug, Default)]
+struct Early {
     /// By `prev_version`.
-    early: BTreeMap<u64, SyncCanvas>,
-    /// Since when `early` is not empty.
-    gap_since: Option<Instant>,
+    by_prev: BTreeMap<u64, SyncCanvas>,
+    /// Since when the wait for the missing versions runs (`None` when nothing is held).
+    since: Option<Instant>,
+}
+
+impl Early {
+    /// Events a session holds while it fills a gap, at most.
+    const MAX: usize = 1_000;
+
+    /// Holds `sync` (a copy: the event itself goes to subscribers). `false` when that
+    /// passes the bound: far ahead of what history fills in one wait (history keeps
+    /// failing), so everything held is dropped and the caller reloads, which holds every
+    /// version seen so far.
+    fn hold(&mut self, sync: &SyncCanvas) -> bool {
+        self.by_prev.insert(sync.prev_version, sync.clone());
+        self.since.get_or_insert_with(Instant::now);
+        if self.by_prev.len() > Self::MAX {
+            self.forget(|_| true);
+            return false;
+        }
+        true
+    }
+
+    /// The held event that comes next on a canvas at `version` (or one already behind it:
+    /// applying it tells), removed.
+    fn next_after(&mut self, version: u64) -> Option<SyncCanvas> {
+        let entry = self.by_prev.first_entry().filter(|e| *e.key() <= version)?;
+        let sync = entry.remove();
+        self.forget(|_| false);
+        Some(sync)
+    }
+
+    /// The first missing version's predecessor: what the gap ends at.
+    fn first(&self) -> Option<u64> {
+        self.by_prev.keys().next().copied()
+    }
+
+    /// Drops the held events a canvas at `version` already holds (after a reload).
+    fn drop_through(&mut self, version: u64) {
+        self.forget(|sync| sync.version <= version);
+    }
+
+    /// Drops what `gone` picks; the wait ends with the last held event.
+    fn forget(&mut self, gone: impl Fn(&SyncCanvas) -> bool) {
+        self.by_prev.retain(|_, sync| !gone(sync));
+        if self.by_prev.is_empty() {
+            self.since = None;
+        }
+    }
 }
 
 impl Follower<'_> {
@@ -472,40 +523,25 @@ impl Follower<'_> {
                 self.drain().await;
             }
             Err(()) => {
-                // Copied only when it must wait; the event itself goes to subscribers.
-                self.early.insert(sync.prev_version, sync.clone());
-                self.gap_since.get_or_insert_with(Instant::now);
-                // Far ahead of what history fills in one wait (history keeps failing):
-                // reload rather than hold more. The reload holds every version seen so far.
-                if self.early.len() > Self::MAX_EARLY {
-                    self.early.clear();
+                if !self.early.hold(sync) {
                     self.reload().await;
                 }
             }
         }
     }
 
-    /// Early `SYNC_CANVAS` events a session holds while it fills a gap, at most.
-    const MAX_EARLY: usize = 1_000;
-
     /// Applies every early event that now fits.
     async fn drain(&mut self) {
-        while let Some(entry) = self.early.first_entry() {
-            if *entry.key() > self.shared.canvas_version() {
-                return;
-            }
-            let sync = entry.remove();
+        while let Some(sync) = self.early.next_after(self.shared.canvas_version()) {
             if self.shared.apply(&sync) == Ok(false) {
                 self.reload().await;
             }
         }
-        self.gap_since = None;
     }
 
     /// The predecessor did not come: reads the missing versions from `/history`.
     async fn fill_gap(&mut self) {
-        let Some(&want) = self.early.keys().next() else {
-            self.gap_since = None;
+        let Some(want) = self.early.first() else {
             return;
         };
         let shared = self.shared;
@@ -537,7 +573,7 @@ impl Follower<'_> {
                 Err(e) => {
                     tracing::warn!(flow = %shared.flow, error = %e, "history for a gap failed");
                     // Try again after another wait.
-                    self.gap_since = Some(Instant::now());
+                    self.early.since = Some(Instant::now());
                     return;
                 }
             }
@@ -554,15 +590,72 @@ impl Follower<'_> {
             return;
         }
         let version = self.shared.canvas_version();
-        self.early.retain(|_, sync| sync.version > version);
-        if self.early.is_empty() {
-            self.gap_since = None;
-        }
+        self.early.drop_through(version);
     }
 }
 
 impl Shared {
     fn canvas_version(&self) -> u64 {
         lock(&self.canvas).version()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync(prev_version: u64) -> SyncCanvas {
+        SyncCanvas {
+            prev_version,
+            version: prev_version + 1,
+            client_id: "c".parse().unwrap(),
+            ops: vec![],
+        }
+    }
+
+    #[test]
+    fn early_events_come_out_in_version_order_as_the_canvas_reaches_them() {
+        let mut early = Early::default();
+        for prev in [7, 5, 6] {
+            assert!(early.hold(&sync(prev)));
+        }
+        assert!(early.since.is_some(), "the wait for version 5 runs");
+        assert_eq!(early.first(), Some(5));
+        assert_eq!(early.next_after(4), None, "version 5 is still missing");
+        // Version 5 arrives (from history): the canvas applies each held one in turn.
+        let mut canvas = 6;
+        assert_eq!(early.next_after(5).map(|s| s.version), Some(6));
+        assert!(early.since.is_some(), "the wait runs while one is held");
+        while let Some(sync) = early.next_after(canvas) {
+            assert_eq!(sync.prev_version, canvas, "each on its predecessor");
+            canvas = sync.version;
+        }
+        assert_eq!(canvas, 8);
+        assert_eq!((early.first(), early.since), (None, None));
+    }
+
+    #[test]
+    fn holding_past_the_bound_drops_everything_held_for_a_reload() {
+        let mut early = Early::default();
+        for prev in 1..=Early::MAX as u64 {
+            assert!(early.hold(&sync(prev)), "held {prev}");
+        }
+        assert!(
+            !early.hold(&sync(Early::MAX as u64 + 1)),
+            "one past the bound"
+        );
+        assert_eq!((early.by_prev.len(), early.since), (0, None));
+    }
+
+    #[test]
+    fn a_reload_drops_what_it_already_holds() {
+        let mut early = Early::default();
+        for prev in [3, 10] {
+            early.hold(&sync(prev));
+        }
+        early.drop_through(4);
+        assert_eq!(early.first(), Some(10));
+        early.drop_through(11);
+        assert_eq!((early.first(), early.since), (None, None));
     }
 }
