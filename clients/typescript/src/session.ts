@@ -736,6 +736,10 @@ export class FlowSession {
         state: p.action === "update" ? p.state : before?.state,
         self: p.connection_id === this.connection,
       });
+      // States are not kept by the server: someone who just joined learns ours from us.
+      if (p.action === "join" && p.connection_id !== this.connection && this.presenceState) {
+        this.setPresence(this.presenceState.value);
+      }
     }
     this.emitter.emit("presence", this.presence);
   }

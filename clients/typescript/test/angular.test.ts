@@ -59,11 +59,14 @@ test("the service streams outside the zone and emits inside it", async () => {
   const canvas = await added;
   assert.deepEqual(canvas.nodes[0]!.position, { x: 1, y: 2 });
   assert.equal(emissions[0], false, "the current value, replayed where subscribed");
+  assert.equal(flow.canvas(), canvas, "the signal holds what the Observable emitted last");
+  assert.equal(flow.status(), "open");
   assert.ok(emissions.length >= 2 && emissions.slice(1).every(Boolean), `emissions in zone: ${emissions}`);
 
   const seen = firstValueFrom(flow.presence$.pipe(filter((p) => p.some((x) => x.self))));
   const people = await seen;
   assert.equal(people.length, 1);
+  assert.equal(flow.presence(), people);
 
   // Destroying the injector closes what the service opened; the observables complete.
   const completed = new Promise<void>((resolve) => flow.canvas$.subscribe({ complete: resolve }));

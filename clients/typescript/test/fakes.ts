@@ -2,7 +2,7 @@
 // and a fetch that answers from an in-memory flow. (The server itself is tested for real in
 // server.test.ts and the end-to-end test.)
 
-import type { Change, EventSourceLike, EventType, Execution, Flow, FlowSession, HistoryEntry, Op, SessionEvents } from "../src/index.js";
+import type { Change, EventSourceLike, EventType, Execution, Flow, FlowSession, HistoryEntry, Json, Op, SessionEvents } from "../src/index.js";
 
 export class FakeSource implements EventSourceLike {
   readyState = 0;
@@ -95,6 +95,8 @@ export class FakeApi {
   readonly posts: Op[][] = [];
   readonly requests: string[] = [];
   private postWaiters: ((ops: Op[]) => void)[] = [];
+  readonly presencePosts: { connection_id: string; state: Json }[] = [];
+  private presenceWaiters: ((update: { connection_id: string; state: Json }) => void)[] = [];
 
   readonly fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const url = new URL(String(input));
@@ -114,6 +116,12 @@ export class FakeApi {
       if (found) return json(found);
     }
     if (method === "GET" && url.pathname.endsWith("/presence")) return json({ connections: [] });
+    if (method === "POST" && url.pathname.endsWith("/presence")) {
+      const update = JSON.parse(String(init!.body)) as { connection_id: string; state: Json };
+      this.presencePosts.push(update);
+      for (const w of this.presenceWaiters.splice(0)) w(update);
+      return new Response(null, { status: 202 });
+    }
     if (method === "POST" && url.pathname.endsWith("/ops")) {
       const ops = (JSON.parse(String(init!.body)) as { ops: Op[] }).ops;
       this.posts.push(ops);
@@ -122,6 +130,11 @@ export class FakeApi {
     }
     return json({ error: { code: "route_not_found", message: "no" } }, 404);
   };
+
+  /** The next presence update posted. */
+  nextPresence(): Promise<{ connection_id: string; state: Json }> {
+    return new Promise((resolve) => this.presenceWaiters.push(resolve));
+  }
 
   /** The ops of the next POST. */
   nextPost(): Promise<Op[]> {

@@ -7,7 +7,9 @@ import { test } from "node:test";
 import { ConflictError, FlowSession, FlowsyncClient, OpTimeoutError, type Applied, type Execution } from "../src/index.js";
 import { FakeApi, next, nodeAt, Sources } from "./fakes.js";
 
-async function open(options: { opTimeoutMs?: number; opAttempts?: number; gapWaitMs?: number; maxRuns?: number } = {}) {
+async function open(
+  options: { opTimeoutMs?: number; opAttempts?: number; gapWaitMs?: number; maxRuns?: number; presenceThrottleMs?: number } = {},
+) {
   const api = new FakeApi();
   const sources = new Sources();
   const client = new FlowsyncClient({ baseUrl: "http://fake", fetch: api.fetch, backoffMs: 1 });
@@ -286,6 +288,21 @@ test("presence: joins, updates and leaves; own connection marked", async () => {
   const left = next(session, "presence", (p) => p.length === 1);
   es.send("PRESENCE", { action: "leave", connection_id: "c9", actor });
   assert.deepEqual((await left).map((p) => p.connectionId), ["c0"]);
+  session.close();
+});
+
+test("presence: our state is told again to each newcomer (the server keeps none)", async () => {
+  const { api, session, es } = await open({ presenceThrottleMs: 1 });
+  const first = api.nextPresence();
+  session.setPresence({ name: "ada" });
+  assert.deepEqual(await first, { connection_id: "c0", state: { name: "ada" } });
+  const again = api.nextPresence();
+  es.send("PRESENCE", { action: "join", connection_id: "c9", actor: { id: "bob", kind: "user", name: "Bob" } });
+  assert.deepEqual(await again, { connection_id: "c0", state: { name: "ada" } });
+  // Our own join (another tab of ours is another connection; this one is c0) is no newcomer.
+  es.send("PRESENCE", { action: "join", connection_id: "c0", actor: { id: "me", kind: "user", name: "Me" } });
+  await next(session, "presence", (p) => p.length === 2);
+  assert.equal(api.presencePosts.length, 2);
   session.close();
 });
 

@@ -1090,6 +1090,9 @@ var FlowSession = class _FlowSession {
         state: p.action === "update" ? p.state : before?.state,
         self: p.connection_id === this.connection
       });
+      if (p.action === "join" && p.connection_id !== this.connection && this.presenceState) {
+        this.setPresence(this.presenceState.value);
+      }
     }
     this.emitter.emit("presence", this.presence);
   }

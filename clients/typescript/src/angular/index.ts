@@ -1,10 +1,21 @@
-// @flowsync/client/angular: the SDK as an injectable Angular service with RxJS Observables.
+// @flowsync/client/angular: the SDK as an injectable Angular service, its state as signals
+// (for templates and `computed`) and as RxJS Observables (for pipelines).
 //
 // The EventSource and every timer of the SDK run outside the Angular zone (a token stream
 // must not trigger change detection per chunk from inside the SDK); each emission re-enters
-// the zone, so templates and `async` pipes update as usual.
+// the zone, so templates and `async` pipes update as usual; with zoneless change detection
+// the signals schedule it.
 
-import { DestroyRef, InjectionToken, NgZone, inject, type Provider } from "@angular/core";
+import {
+  DestroyRef,
+  InjectionToken,
+  NgZone,
+  inject,
+  signal,
+  type Provider,
+  type Signal,
+  type WritableSignal,
+} from "@angular/core";
 import { BehaviorSubject, Observable, Subject, map } from "rxjs";
 
 import type { CanvasState } from "../canvas.js";
@@ -71,8 +82,17 @@ export class FlowsyncService {
   }
 }
 
-/** One open flow: its state as Observables, and the ways to change it. */
+/** One open flow: its state as signals and Observables, and the ways to change it. */
 export class FlowConnection {
+  /** The canvas now. */
+  readonly canvas: Signal<CanvasState>;
+  /** Every execution this session knows, by id. */
+  readonly executions: Signal<ReadonlyMap<string, ExecutionState>>;
+  /** Who is connected (this session too, marked `self`). */
+  readonly presence: Signal<readonly PresenceState[]>;
+  /** The event stream's state: connecting, open, offline (retrying) or closed. */
+  readonly status: Signal<StreamStatus>;
+
   /** The canvas after every change; replays the current one to new subscribers. */
   readonly canvas$: Observable<CanvasState>;
   /** Every execution this session knows, after each change. */
@@ -87,10 +107,6 @@ export class FlowConnection {
   readonly events$: Observable<FlowEvent>;
   readonly status$: Observable<StreamStatus>;
 
-  private readonly canvas: BehaviorSubject<CanvasState>;
-  private readonly executions: BehaviorSubject<ReadonlyMap<string, ExecutionState>>;
-  private readonly presence: BehaviorSubject<readonly PresenceState[]>;
-  private readonly status: BehaviorSubject<StreamStatus>;
   private readonly subjects: { complete(): void }[];
 
   constructor(
@@ -98,30 +114,41 @@ export class FlowConnection {
     private readonly zone: NgZone,
     private readonly onClose: () => void,
   ) {
-    this.canvas = new BehaviorSubject(session.canvas);
-    this.executions = new BehaviorSubject<ReadonlyMap<string, ExecutionState>>(new Map(session.executions));
-    this.presence = new BehaviorSubject(session.presence);
-    this.status = new BehaviorSubject(session.stream.status);
+    // Each state is one signal and one subject, set together inside the zone.
+    const state = <T>(initial: T) => ({ signal: signal(initial), subject: new BehaviorSubject(initial) });
+    const canvas = state(session.canvas);
+    const executions = state<ReadonlyMap<string, ExecutionState>>(new Map(session.executions));
+    const presence = state(session.presence);
+    const status = state(session.stream.status);
     const logs = new Subject<LogChunk>();
     const conflicts = new Subject<Conflict>();
     const events = new Subject<FlowEvent>();
-    this.subjects = [this.canvas, this.executions, this.presence, this.status, logs, conflicts, events];
+    const states = [canvas, executions, presence, status].map((s) => s.subject);
+    this.subjects = [...states, logs, conflicts, events];
     const into =
-      <T>(subject: Subject<T>) =>
-      (value: T) =>
-        zone.run(() => subject.next(value));
-    session.on("canvas", into(this.canvas));
-    session.on("execution", () => into(this.executions)(new Map(session.executions)));
-    session.on("presence", into(this.presence));
-    session.on("status", into(this.status));
+      <T>(subject: Subject<T>, value?: WritableSignal<T>) =>
+      (next: T) =>
+        zone.run(() => {
+          value?.set(next);
+          subject.next(next);
+        });
+    const follow = <T>(s: { signal: WritableSignal<T>; subject: BehaviorSubject<T> }) => into(s.subject, s.signal);
+    session.on("canvas", follow(canvas));
+    session.on("execution", () => follow(executions)(new Map(session.executions)));
+    session.on("presence", follow(presence));
+    session.on("status", follow(status));
     session.on("log", into(logs));
     session.on("conflict", into(conflicts));
     session.on("event", into(events));
     session.on("closed", () => zone.run(() => this.complete()));
-    this.canvas$ = this.canvas.asObservable();
-    this.executions$ = this.executions.asObservable();
-    this.presence$ = this.presence.asObservable();
-    this.status$ = this.status.asObservable();
+    this.canvas = canvas.signal.asReadonly();
+    this.executions = executions.signal.asReadonly();
+    this.presence = presence.signal.asReadonly();
+    this.status = status.signal.asReadonly();
+    this.canvas$ = canvas.subject.asObservable();
+    this.executions$ = executions.subject.asObservable();
+    this.presence$ = presence.subject.asObservable();
+    this.status$ = status.subject.asObservable();
     this.logs$ = logs.asObservable();
     this.conflicts$ = conflicts.asObservable();
     this.events$ = events.asObservable();
