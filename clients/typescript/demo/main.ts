@@ -1,4 +1,4 @@
-// The demo page the one binary serves at `/`: the canvas, drag to move, execution status
+// The demo page the one binary serves at `/demo/`: the canvas, drag to move, execution status
 // colours, the log panel and presence — all through the SDK. `?flow=<id>&name=<you>&token=<jwt>`.
 
 import {

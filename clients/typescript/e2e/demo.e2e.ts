@@ -1,4 +1,4 @@
-// End to end: the one binary serves the demo page; two pages of it in headless Chromium
+// End to end: the one binary serves the demo page (at /demo/); two pages of it in headless Chromium
 // (Debian's, driven by playwright-core) edit the same flow. A node moved in one page moves
 // in the other; two people dragging the same node make a conflict; an execution streams LLM
 // text into both log panels; a dropped stream restores with nothing missed; a third page
@@ -102,8 +102,8 @@ try {
   const page = async () => (await browser.newContext({ viewport: { width: 1280, height: 720 } })).newPage();
   const [ada, bob] = [await page(), await page()];
   for (const page of [ada, bob]) page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
-  await ada.goto(`${system.url}/?flow=${flowId}&name=Ada`);
-  await bob.goto(`${system.url}/?flow=${flowId}&name=Bob`);
+  await ada.goto(`${system.url}/demo/?flow=${flowId}&name=Ada`);
+  await bob.goto(`${system.url}/demo/?flow=${flowId}&name=Bob`);
   for (const page of [ada, bob]) {
     await page.waitForSelector('#status[data-status="open"]', { timeout: PATIENCE });
     await page.waitForSelector('#nodes g[data-id="note"]', { timeout: PATIENCE });
@@ -178,7 +178,7 @@ try {
   await shownLog(ada, firstTwo);
   const carol = await page();
   carol.on("pageerror", (e) => console.error(`page error: ${e.message}`));
-  await carol.goto(`${system.url}/?flow=${flowId}&name=Carol`);
+  await carol.goto(`${system.url}/demo/?flow=${flowId}&name=Carol`);
   await carol.waitForSelector('#status[data-status="open"]', { timeout: PATIENCE });
   await shownLog(carol, firstTwo);
   hold.release();

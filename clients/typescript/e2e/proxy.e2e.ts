@@ -1,9 +1,10 @@
-// End to end through the distributed install: the demo page served through docker-compose's
-// proxy (nginx → an API container) in headless Chromium, with a dev token, its stream
-// through the proxy to a gateway container. The canvas loads, and a node moved by an API
-// client moves on the page. Run by tests/containers/run, which brings the deployment up
-// and passes FLOWSYNC_TEST_PROXY and FLOWSYNC_TEST_SECRET. A screenshot is saved as
-// target/proxy-e2e.png.
+// End to end through the distributed install: the pages served through docker-compose's
+// proxy (nginx → an API container) in headless Chromium, with a dev token, their streams
+// through the proxy to a gateway container. In the demo page (/demo/) the canvas loads and
+// a node moved by an API client moves on the page; the editor (the UI at /) shows the same
+// flow live. Run by tests/containers/run, which brings the deployment up and passes
+// FLOWSYNC_TEST_PROXY and FLOWSYNC_TEST_SECRET. Screenshots are saved as
+// target/proxy-e2e.png and target/proxy-editor.png.
 
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
@@ -53,7 +54,7 @@ try {
 
   const page = await (await browser.newContext({ viewport: { width: 1280, height: 720 } })).newPage();
   page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
-  await page.goto(`${PROXY}/?flow=${flowId}&name=Ada&token=${token}`);
+  await page.goto(`${PROXY}/demo/?flow=${flowId}&name=Ada&token=${token}`);
   await page.waitForSelector('#status[data-status="open"]', { timeout: PATIENCE });
   await page.waitForSelector('#nodes g[data-id="note"][data-x="40"][data-y="60"]', { timeout: PATIENCE });
 
@@ -65,7 +66,18 @@ try {
   const shots = join(REPO, "target");
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: join(shots, "proxy-e2e.png") });
-  console.log(`proxy e2e: passed; screenshot in ${join(shots, "proxy-e2e.png")}`);
+
+  console.log("proxy e2e: the editor, the UI at /, shows the flow live");
+  const editor = await (await browser.newContext({ viewport: { width: 1280, height: 720 } })).newPage();
+  editor.on("pageerror", (e) => console.error(`editor page error: ${e.message}`));
+  await editor.goto(`${PROXY}/?flow=${flowId}&name=Bob&token=${token}`);
+  assert.equal(new URL(editor.url()).pathname, "/editor/");
+  await editor.waitForSelector('[data-testid="status"][data-state="live"]', { timeout: PATIENCE });
+  await editor.waitForSelector('g.vflow-node[transform="translate(420, 260)"] [data-testid="node-note"]', { timeout: PATIENCE });
+  await api.postOps(flowId, "agent", [{ type: "node.move", op_id: "m2", id: "note", position: { x: 200, y: 100 } }]);
+  await editor.waitForSelector('g.vflow-node[transform="translate(200, 100)"] [data-testid="node-note"]', { timeout: PATIENCE });
+  await editor.screenshot({ path: join(shots, "proxy-editor.png") });
+  console.log(`proxy e2e: passed; screenshots in ${shots}/proxy-{e2e,editor}.png`);
 } finally {
   await browser.close();
 }

@@ -13,17 +13,17 @@
 //! - [`error`]: route errors with their status and stable code.
 //! - [`limits`]: per-subject rate limits; [`metrics`]: Prometheus metrics.
 //! - [`openapi`]: `/openapi.json`, generated from the route table and the wire types.
-//! - `demo`: the demo page at `/`.
+//! - `pages`: the editor at `/editor/` (`/` leads there) and the light demo at `/demo/`.
 
 pub mod announce;
 pub mod caller;
 pub mod commits;
 pub mod config;
-mod demo;
 pub mod error;
 pub mod handoff;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+mod pages;
 pub mod routes;
 pub mod startup;

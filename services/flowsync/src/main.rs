@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     {
         println!(
             "\nflowsync is listening on {base} (API and event streams)\n\n\
-             Open the demo canvas in two browser windows: {base}/?flow=demo\n\n\
+             Open the flow editor in two browser windows: {base}/?flow=demo\n\n\
              Or try it by hand:\n  \
              curl -X POST {base}/v1/flows -H 'content-type: application/json' -d '{{\"id\":\"demo\",\"name\":\"Demo\"}}'\n  \
              curl -N {base}/v1/flows/demo/events &\n  \

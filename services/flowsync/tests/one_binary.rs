@@ -283,7 +283,7 @@ async fn refuses_to_run_without_auth_beyond_loopback() {
 }
 
 #[tokio::test]
-async fn serves_the_demo_page_same_origin_only() {
+async fn serves_the_demo_and_the_editor_same_origin_only() {
     let dir = tempfile::tempdir().unwrap();
     let system = System::build(Settings {
         listen: "127.0.0.1:0".into(),
@@ -295,9 +295,13 @@ async fn serves_the_demo_page_same_origin_only() {
     let base = format!("http://127.0.0.1:{}", system.port());
     tokio::spawn(system.run_until_stopped());
     for (path, kind, needle) in [
-        ("/", "text/html", "/demo.js"),
+        ("/demo/", "text/html", "/demo.js"),
         ("/demo.js", "text/javascript", "FlowSession"),
         ("/demo.css", "text/css", ".node"),
+        ("/editor/", "text/html", "main.js"),
+        ("/editor/main.js", "text/javascript", "flowsync"),
+        ("/editor/styles.css", "text/css", ".node"),
+        ("/editor/3rdpartylicenses.txt", "text/plain", "ngx-vflow"),
     ] {
         let r = reqwest::get(format!("{base}{path}")).await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
@@ -306,6 +310,20 @@ async fn serves_the_demo_page_same_origin_only() {
         let policy = headers["content-security-policy"].to_str().unwrap();
         assert!(policy.contains("connect-src 'self'"), "{policy}");
         assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+    // `/` leads to the editor, `/editor` and `/demo` to their pages; the flow and token kept.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (from, to) in [
+        ("/?flow=f&token=t", "/editor/?flow=f&token=t"),
+        ("/editor", "/editor/"),
+        ("/demo?flow=f", "/demo/?flow=f"),
+    ] {
+        let r = client.get(format!("{base}{from}")).send().await.unwrap();
+        assert_eq!(r.status(), 307, "{from}");
+        assert_eq!(r.headers()["location"], to, "{from}");
     }
 }
 

@@ -134,12 +134,14 @@ async fn two_of_each_service_serve() {
             }
         }
     }
-    // The demo page through the proxy, and the API's 401 without a token.
-    let page = reqwest::get(format!("{}/", deployment.proxy))
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("demo.js"));
+    // The pages through the proxy (`/` leads to the editor), and the API's 401 without a token.
+    for (path, needle) in [("/", "main.js"), ("/demo/", "demo.js")] {
+        let page = reqwest::get(format!("{}{path}", deployment.proxy))
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        assert!(page.text().await.unwrap().contains(needle), "{path}");
+    }
     let r = reqwest::get(format!("{}/v1/flows", deployment.proxy))
         .await
         .unwrap();

@@ -225,7 +225,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
         for route in ROUTES {
             route.mount(cfg);
         }
-        crate::demo::configure(cfg);
+        crate::pages::configure(cfg);
         cfg.default_service(web::to(not_found));
     }
 }

@@ -1,0 +1,88 @@
+// The selected node's fields. Its text field is a `TextField`: typing sends text edits, and
+// what others type arrives in place, the caret carried along.
+
+import { ChangeDetectionStrategy, Component, type ElementRef, computed, effect, inject, untracked, viewChild } from '@angular/core';
+import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
+
+import { Editor, textPath } from './editor';
+import { diff, mapPosition } from './text-field';
+
+@Component({
+  selector: 'app-inspector',
+  changeDetection: ChangeDetectionStrategy.OnPush,
+  template: `
+    @if (editor.selectedNode(); as node) {
+      <h2>{{ node.type }} <small>{{ node.id }}</small></h2>
+      @if (path(); as path) {
+        <label>
+          {{ path.slice(1) }}
+          <textarea
+            #text
+            rows="6"
+            data-testid="field"
+            [attr.data-path]="path"
+            (input)="typed(text.value)"
+          ></textarea>
+        </label>
+      }
+      @if (node.type === 'delay') {
+        <label>
+          ms
+          <input type="number" min="0" [value]="node.data['ms']" (change)="delay($any($event.target).value)" />
+        </label>
+      }
+      <button type="button" data-testid="delete" (click)="editor.deleteSelected()">Delete node</button>
+    } @else if (editor.selected()) {
+      <p>Edge {{ editor.selected() }}</p>
+      <button type="button" data-testid="delete" (click)="editor.deleteSelected()">Delete edge</button>
+    } @else {
+      <p class="hint">Select a node to edit it. Drag from a node's right port to another's left port to connect them.</p>
+    }
+  `,
+})
+export class Inspector {
+  protected readonly editor = inject(Editor);
+  private readonly text = viewChild<ElementRef<HTMLTextAreaElement>>('text');
+  protected readonly path = computed(() => {
+    const node = this.editor.selectedNode();
+    return node && textPath(node.type);
+  });
+
+  constructor() {
+    // What the field shows follows the page's TextField: when another node is selected…
+    effect(() => {
+      this.text();
+      this.editor.selected();
+      untracked(() => this.show());
+    });
+    // …and at once when others typed, before the next keystroke is read against it.
+    this.editor.fieldChanged.pipe(takeUntilDestroyed()).subscribe(() => this.show());
+  }
+
+  /** Shows the field's text, the caret carried past what others inserted before it. */
+  private show(): void {
+    const el = this.text()?.nativeElement;
+    const node = this.editor.selectedNode();
+    const path = this.path();
+    if (!el || !node || !path) return;
+    const want = this.editor.field(node, path).local;
+    const moved = diff(el.value, want);
+    if (!moved) return;
+    const focused = document.activeElement === el;
+    const [start, end] = [el.selectionStart, el.selectionEnd];
+    el.value = want;
+    if (focused) el.setSelectionRange(mapPosition(start, moved), mapPosition(end, moved));
+  }
+
+  protected typed(value: string): void {
+    const node = this.editor.selectedNode();
+    const path = this.path();
+    if (node && path) this.editor.typed(node, path, value);
+  }
+
+  protected delay(ms: string): void {
+    const node = this.editor.selectedNode();
+    const value = Number(ms);
+    if (node && Number.isFinite(value)) this.editor.update(node.id, { ms: value });
+  }
+}
