@@ -8,6 +8,7 @@ import {
   type Conflict,
   type ExecutionState,
   type FlowEvent,
+  type JsonObject,
   type Node,
   type OpInput,
   type Position,
@@ -105,15 +106,17 @@ export class Editor {
   async open(flowId: string, name: string): Promise<void> {
     const conn = await this.flowsync.connect(flowId);
     this.me.set({ name });
-    conn.setPresence({ ...this.me() } as never);
+    conn.setPresence(asJson(this.me()));
     conn.events$.subscribe((e) => this.event(e));
     conn.conflicts$.subscribe((c) => this.conflict(c));
     conn.canvas$.subscribe(() => this.reconcile());
-    // The run shown is the newest known (a page opened mid-run shows that run).
-    const runs = [...conn.executions().keys()];
-    this.runId.set(runs[runs.length - 1]);
+    // The run shown is the newest (a page opened mid-run shows that run), and the next one
+    // anybody starts. The session keeps runs in the order it learnt of them.
+    let newest: string | undefined;
     conn.executions$.subscribe((all) => {
-      if (this.runId() === undefined || !all.has(this.runId()!)) this.runId.set([...all.keys()].pop());
+      const last = [...all.keys()].pop();
+      if (last !== newest || !all.has(this.runId() ?? '')) this.runId.set(last);
+      newest = last;
     });
     this.conn.set(conn);
   }
@@ -206,7 +209,7 @@ export class Editor {
 
   private share(change: Partial<Presence>): void {
     this.me.update((m) => ({ ...m, ...change }));
-    this.conn()?.setPresence({ ...this.me() } as never);
+    this.conn()?.setPresence(asJson(this.me()));
   }
 
   // --- Text fields ---------------------------------------------------------------------
@@ -216,7 +219,8 @@ export class Editor {
     const key = `${node.id}\u0000${path}`;
     let field = this.fields.get(key);
     if (!field) {
-      field = new TextField(textAt(node, path) ?? '');
+      // From the session's canvas, which the field's events continue (the signal may lag a burst).
+      field = new TextField(this.conn()?.session.text(node.id, path) ?? textAt(node, path) ?? '');
       this.fields.set(key, field);
     }
     return field;
@@ -307,6 +311,14 @@ export class Editor {
 const TEXT_OP = 'txt-';
 const RETRIED: readonly string[] = ['version_mismatch', 'skipped'];
 const textOpId = () => TEXT_OP + newOpId();
+
+/** This page's presence as JSON (the fields it has). */
+function asJson(p: Presence): JsonObject {
+  const json: JsonObject = { name: p.name };
+  if (p.cursor) json['cursor'] = { x: p.cursor.x, y: p.cursor.y };
+  if (p.selected) json['selected'] = p.selected;
+  return json;
+}
 
 /** A fresh id for a node or an edge: short enough to read, random enough not to collide. */
 function shortId(): string {
