@@ -80,11 +80,12 @@ export class Canvas {
   }
 
   /**
-   * Applies the changes of the op that made `version`. All or nothing: a change that does
-   * not fit throws {@link CanvasMismatch} and leaves the canvas as it was.
+   * Applies the changes of the op that made `version`; false when the canvas already holds
+   * it. All or nothing: a change that does not fit throws {@link CanvasMismatch} and leaves
+   * the canvas as it was.
    */
-  apply(version: number, changes: readonly Change[]): void {
-    if (version <= this._version) return; // already contained
+  apply(version: number, changes: readonly Change[]): boolean {
+    if (version <= this._version) return false; // already contained
     const nodes = new Map<string, Node | undefined>();
     const edges = new Map<string, Edge | undefined>();
     let flow: { name: string; meta: JsonObject } | undefined;
@@ -128,6 +129,7 @@ export class Canvas {
     }
     this._version = version;
     this.view = undefined;
+    return true;
   }
 }
 

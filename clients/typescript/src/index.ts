@@ -7,6 +7,7 @@ export {
   FlowSession,
   newOpId,
   type Applied,
+  type ChangeOf,
   type ExecutionState,
   type LogChunk,
   type NodeRunState,

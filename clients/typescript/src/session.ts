@@ -7,6 +7,7 @@ import { ClosedError, ConflictError, HttpError, OpTimeoutError } from "./errors.
 import type { FlowsyncClient } from "./http.js";
 import type {
   Actor,
+  Change,
   Conflict,
   EventOf,
   Execution,
@@ -97,6 +98,18 @@ export interface SessionEvents extends Record<string, unknown> {
   canvas: CanvasState;
   /** Every event, after it took effect. */
   event: FlowEvent;
+  /**
+   * Each op as the canvas takes it in: in version order, each once, whether it came live,
+   * held until its predecessor came, or from `/history` filling a gap. What a view that
+   * follows one field keystroke by keystroke (a text editor) reads.
+   */
+  change: ChangeOf;
+  /**
+   * The canvas was replaced by a fresh copy from the server (a gap it could not fill, a
+   * `RESYNC`, a change that did not fit): what happened since the last `change` is not told
+   * op by op.
+   */
+  reload: CanvasState;
   /** Every refused op (anyone's). */
   conflict: Conflict;
   /** An execution after each change. */
@@ -106,6 +119,14 @@ export interface SessionEvents extends Record<string, unknown> {
   status: StreamStatus;
   /** The session ended: why. */
   closed: string;
+}
+
+/** An op the canvas took in (the `change` event). */
+export interface ChangeOf {
+  readonly opId: string;
+  /** The flow version it made. */
+  readonly version: number;
+  readonly changes: readonly Change[];
 }
 
 interface PendingOp {
@@ -500,7 +521,7 @@ export class FlowSession {
     if (sync.prev_version > canvas.version) return "early";
     const before = canvas.version;
     try {
-      for (const op of sync.ops) canvas.apply(op.version, op.changes);
+      for (const op of sync.ops) this.took(op.op_id, op.version, op.changes);
     } catch (e) {
       if (!(e instanceof CanvasMismatch)) throw e;
       this.log.warn(`flowsync: ${e.message}; reloading`);
@@ -508,6 +529,13 @@ export class FlowSession {
     }
     if (canvas.version !== before) this.canvasChanged = true;
     return "applied";
+  }
+
+  /** Applies one op to the canvas and tells `change` listeners, unless the canvas has it. */
+  private took(opId: string, version: number, changes: readonly Change[]): void {
+    if (this.copy().apply(version, changes) && this.emitter.has("change")) {
+      this.emitter.emit("change", { opId, version, changes });
+    }
   }
 
   /** Applies every buffered event that now fits. */
@@ -536,7 +564,7 @@ export class FlowSession {
         const before = canvas.version;
         for (const entry of await this.client.history(this.flowId, before, 500)) {
           if (entry.version !== canvas.version + 1) break;
-          canvas.apply(entry.version, entry.changes);
+          this.took(entry.op_id, entry.version, entry.changes);
         }
         if (canvas.version === before) break; // no progress: reload below
         this.canvasChanged = true;
@@ -562,6 +590,7 @@ export class FlowSession {
     this.canvasCopy = fresh;
     for (const [prev, sync] of this.early) if (sync.version <= fresh.version) this.early.delete(prev);
     this.canvasChanged = true;
+    this.emitter.emit("reload", fresh.state());
     await this.drain();
   }
 

@@ -110,6 +110,32 @@ test("a SYNC_CANVAS ahead of its predecessor waits, then history fills the gap",
   session.close();
 });
 
+test("the change feed tells each op once, in version order: live, held, repeated, from history; a reload is told", async () => {
+  const { api, session, es } = await open({ gapWaitMs: 10 });
+  const seen: string[] = [];
+  session.on("change", (c) => seen.push(`${c.opId}@${c.version}`));
+  const reloads: number[] = [];
+  session.on("reload", (c) => reloads.push(c.version));
+  const s1 = api.commit("o1", [nodeAt("n1", 1, 1)]);
+  const s2 = api.commit("o2", [nodeAt("n1", 2, 2)]);
+  const s3 = api.commit("o3", [nodeAt("n1", 3, 3)]);
+  api.commit("o4", [nodeAt("n1", 4, 4)]); // announced never: history fills it in
+  const s5 = api.commit("o5", [nodeAt("n1", 5, 5)]);
+  es.send("SYNC_CANVAS", s1, 1);
+  es.send("SYNC_CANVAS", s1, 2); // announced again (a client sent o1 again)
+  es.send("SYNC_CANVAS", s3, 3); // ahead of o2: held
+  es.send("SYNC_CANVAS", s2, 4);
+  es.send("SYNC_CANVAS", s5, 5); // ahead of o4, which never comes
+  await next(session, "canvas", (c) => c.version === 5);
+  assert.deepEqual(seen, ["o1@1", "o2@2", "o3@3", "o4@4", "o5@5"]);
+  assert.deepEqual(reloads, []);
+  api.commit("o6", [nodeAt("n1", 6, 6)]);
+  es.send("RESYNC", { reason: "history lost" }, 6);
+  await next(session, "reload", (c) => c.version === 6);
+  assert.deepEqual(seen.length, 5, "a reload is not told op by op");
+  session.close();
+});
+
 test("an early event whose predecessor arrives in time needs no history", async () => {
   const { api, session, es } = await open({ gapWaitMs: 60_000 });
   const s1 = api.commit("o1", [nodeAt("n1", 1, 1)]);

@@ -61,11 +61,12 @@ var Canvas = class _Canvas {
     return this.view;
   }
   /**
-   * Applies the changes of the op that made `version`. All or nothing: a change that does
-   * not fit throws {@link CanvasMismatch} and leaves the canvas as it was.
+   * Applies the changes of the op that made `version`; false when the canvas already holds
+   * it. All or nothing: a change that does not fit throws {@link CanvasMismatch} and leaves
+   * the canvas as it was.
    */
   apply(version, changes) {
-    if (version <= this._version) return;
+    if (version <= this._version) return false;
     const nodes = /* @__PURE__ */ new Map();
     const edges = /* @__PURE__ */ new Map();
     let flow;
@@ -109,6 +110,7 @@ var Canvas = class _Canvas {
     }
     this._version = version;
     this.view = void 0;
+    return true;
   }
 };
 function parsePointer(path) {
@@ -879,7 +881,7 @@ var FlowSession = class _FlowSession {
     if (sync.prev_version > canvas.version) return "early";
     const before = canvas.version;
     try {
-      for (const op of sync.ops) canvas.apply(op.version, op.changes);
+      for (const op of sync.ops) this.took(op.op_id, op.version, op.changes);
     } catch (e) {
       if (!(e instanceof CanvasMismatch)) throw e;
       this.log.warn(`flowsync: ${e.message}; reloading`);
@@ -887,6 +889,12 @@ var FlowSession = class _FlowSession {
     }
     if (canvas.version !== before) this.canvasChanged = true;
     return "applied";
+  }
+  /** Applies one op to the canvas and tells `change` listeners, unless the canvas has it. */
+  took(opId, version, changes) {
+    if (this.copy().apply(version, changes) && this.emitter.has("change")) {
+      this.emitter.emit("change", { opId, version, changes });
+    }
   }
   /** Applies every buffered event that now fits. */
   async drain() {
@@ -913,7 +921,7 @@ var FlowSession = class _FlowSession {
         const before = canvas.version;
         for (const entry of await this.client.history(this.flowId, before, 500)) {
           if (entry.version !== canvas.version + 1) break;
-          canvas.apply(entry.version, entry.changes);
+          this.took(entry.op_id, entry.version, entry.changes);
         }
         if (canvas.version === before) break;
         this.canvasChanged = true;
@@ -938,6 +946,7 @@ var FlowSession = class _FlowSession {
     this.canvasCopy = fresh;
     for (const [prev, sync] of this.early) if (sync.version <= fresh.version) this.early.delete(prev);
     this.canvasChanged = true;
+    this.emitter.emit("reload", fresh.state());
     await this.drain();
   }
   // ---- executions ----

@@ -24,6 +24,7 @@ import type { Conflict, FlowEvent, Json, OpInput } from "../protocol.js";
 import {
   FlowSession,
   type Applied,
+  type ChangeOf,
   type ExecutionState,
   type LogChunk,
   type PresenceState,
@@ -105,6 +106,10 @@ export class FlowConnection {
   readonly conflicts$: Observable<Conflict>;
   /** Every event as received. */
   readonly events$: Observable<FlowEvent>;
+  /** Each op as the canvas takes it in, in version order, each once (see the session's `change`). */
+  readonly changes$: Observable<ChangeOf>;
+  /** The canvas replaced by a fresh copy from the server (see the session's `reload`). */
+  readonly reloads$: Observable<CanvasState>;
   readonly status$: Observable<StreamStatus>;
 
   private readonly subjects: { complete(): void }[];
@@ -123,8 +128,10 @@ export class FlowConnection {
     const logs = new Subject<LogChunk>();
     const conflicts = new Subject<Conflict>();
     const events = new Subject<FlowEvent>();
+    const changes = new Subject<ChangeOf>();
+    const reloads = new Subject<CanvasState>();
     const states = [canvas, executions, presence, status].map((s) => s.subject);
-    this.subjects = [...states, logs, conflicts, events];
+    this.subjects = [...states, logs, conflicts, events, changes, reloads];
     const into =
       <T>(subject: Subject<T>, value?: WritableSignal<T>) =>
       (next: T) =>
@@ -140,6 +147,8 @@ export class FlowConnection {
     session.on("log", into(logs));
     session.on("conflict", into(conflicts));
     session.on("event", into(events));
+    session.on("change", into(changes));
+    session.on("reload", into(reloads));
     session.on("closed", () => zone.run(() => this.complete()));
     this.canvas = canvas.signal.asReadonly();
     this.executions = executions.signal.asReadonly();
@@ -152,6 +161,8 @@ export class FlowConnection {
     this.logs$ = logs.asObservable();
     this.conflicts$ = conflicts.asObservable();
     this.events$ = events.asObservable();
+    this.changes$ = changes.asObservable();
+    this.reloads$ = reloads.asObservable();
   }
 
   /** One execution's state as it changes. */
