@@ -23,15 +23,18 @@ const EDITOR_SCRIPT: &str = include_str!("../assets/editor/main.js");
 const EDITOR_STYLE: &str = include_str!("../assets/editor/styles.css");
 const EDITOR_LICENSES: &str = include_str!("../assets/editor/3rdpartylicenses.txt");
 
-/// Same-origin scripts, styles and connections only: the page talks to this server alone.
+/// Same-origin scripts, styles and connections only: the page talks to this server alone,
+/// and no other site may frame it (its buttons change flows; its URL may hold a token).
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-                      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'";
+                      connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+                      form-action 'none'; frame-ancestors 'none'";
 
 /// The editor's: the same, except that Angular components (the node editor's own) add
 /// their styles as `<style>` elements. Scripts stay same-origin files only.
 const EDITOR_POLICY: &str = "default-src 'none'; script-src 'self'; \
                              style-src 'self' 'unsafe-inline'; connect-src 'self'; \
-                             img-src 'self' data:; base-uri 'self'; form-action 'none'";
+                             img-src 'self' data:; base-uri 'self'; form-action 'none'; \
+                             frame-ancestors 'none'";
 
 fn asset(policy: &'static str, content_type: &str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
@@ -39,6 +42,8 @@ fn asset(policy: &'static str, content_type: &str, body: &'static str) -> HttpRe
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::CONTENT_SECURITY_POLICY, policy))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // A page's URL may carry `?token=`: never sent on as a referrer.
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .body(body)
 }
 

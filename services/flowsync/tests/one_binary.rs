@@ -309,6 +309,8 @@ async fn serves_the_demo_and_the_editor_same_origin_only() {
         assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
         let policy = headers["content-security-policy"].to_str().unwrap();
         assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
         assert!(r.text().await.unwrap().contains(needle), "{path}");
     }
     // `/` leads to the editor, `/editor` and `/demo` to their pages; the flow and token kept.

@@ -4,10 +4,12 @@
 
 import { DestroyRef, Injectable, computed, inject, signal } from '@angular/core';
 import {
+  type CanvasState,
+  type ChangeOf,
   ConflictError,
+  HttpError,
   type Conflict,
   type ExecutionState,
-  type FlowEvent,
   type JsonObject,
   type Node,
   type OpInput,
@@ -17,7 +19,7 @@ import {
 import { FlowsyncService, type FlowConnection } from '@flowsync/client/angular';
 import { Subject } from 'rxjs';
 
-import { TextField, replaceOp } from './text-field';
+import { TextField, editOp } from './text-field';
 
 /** The node kinds of the palette: the runner's, and `note` for the canvas only. */
 export const KINDS = {
@@ -107,9 +109,12 @@ export class Editor {
     const conn = await this.flowsync.connect(flowId);
     this.me.set({ name });
     conn.setPresence(asJson(this.me()));
-    conn.events$.subscribe((e) => this.event(e));
+    conn.events$.subscribe((e) => {
+      if (e.type === 'RESYNC') this.resyncs.update((n) => n + 1);
+    });
     conn.conflicts$.subscribe((c) => this.conflict(c));
-    conn.canvas$.subscribe(() => this.reconcile());
+    conn.changes$.subscribe((c) => this.change(c));
+    conn.reloads$.subscribe((c) => this.reloaded(c));
     // The run shown is the newest (a page opened mid-run shows that run), and the next one
     // anybody starts. The session keeps runs in the order it learnt of them.
     let newest: string | undefined;
@@ -151,10 +156,14 @@ export class Editor {
     this.send([{ type: 'node.update', id, patch }]);
   }
 
-  /** Moves a node; with `baseVersion`, refused (a conflict on the node) if someone changed it since. */
-  move(node: Node, position: Position, baseVersion?: number): void {
+  /**
+   * Moves a node. Without a base version: the last move wins. (A node's version moves with
+   * every change of it, a keystroke in its prompt too, so a guarded move would be refused
+   * whenever someone types in the node being dragged.)
+   */
+  move(node: Node, position: Position): void {
     if (node.position.x === position.x && node.position.y === position.y) return;
-    this.send([{ type: 'node.move', id: node.id, position, base_version: baseVersion }]);
+    this.send([{ type: 'node.move', id: node.id, position }]);
   }
 
   connect(source: string, target: string): void {
@@ -214,85 +223,135 @@ export class Editor {
 
   // --- Text fields ---------------------------------------------------------------------
 
-  /** The field of `node` at `path`, made on first use from the canvas's text. */
+  /** The field of `node` at `path`, made on first use from the session's text. */
   field(node: Node, path: string): TextField {
-    const key = `${node.id}\u0000${path}`;
+    const key = fieldKey(node.id, path);
     let field = this.fields.get(key);
     if (!field) {
-      // From the session's canvas, which the field's events continue (the signal may lag a burst).
-      field = new TextField(this.conn()?.session.text(node.id, path) ?? textAt(node, path) ?? '');
+      // The session's canvas, which the change feed continues (the canvas signal may lag a burst).
+      const now = this.sessionNode(node.id) ?? node;
+      field = new TextField(textAt(now, path) ?? '', now.version);
       this.fields.set(key, field);
     }
     return field;
   }
 
-  /** The person typed into `node`'s field: sends the edit unless one is in flight. */
+  /** The person typed into `node`'s field: sends the edit unless a batch is in flight. */
   typed(node: Node, path: string, text: string): void {
     this.field(node, path).typed(text);
     this.flush(node.id, path);
   }
 
-  /** Sends what was typed into a field, one batch in flight at a time. */
+  private sessionNode(id: string): Node | undefined {
+    return this.conn()?.session.canvas.nodes.find((n) => n.id === id);
+  }
+
+  /** Sends what was typed into a field: one batch in flight at a time, the first op guarded. */
   private flush(id: string, path: string): void {
-    const field = this.fields.get(`${id}\u0000${path}`);
-    // The session's own canvas: the version its events have reached, like the field's text.
-    const node = this.conn()?.session.canvas.nodes.find((n) => n.id === id);
-    if (!field || !node) return;
-    const batch = field.next(textOpId);
-    if (batch.length === 0) return;
-    const ops = batch.map(({ opId, splice }, i) => ({
-      ...replaceOp(id, path, splice, i === 0 ? node.version : undefined),
-      op_id: opId,
-    }));
+    const field = this.fields.get(fieldKey(id, path));
+    const node = this.sessionNode(id);
+    const batch = node && field?.next(textOpId);
+    if (!field || !batch) return;
+    // A field the node does not have yet is made by its first text (`text.append` creates it).
+    const create = textAt(node, path) === undefined;
+    const ops = batch.edits.map(({ opId, edit }, i) => {
+      const op =
+        i === 0 && create && 'ins' in edit
+          ? ({ type: 'text.append', id, path, text: edit.ins } as const)
+          : editOp(id, path, edit, i === 0 ? batch.baseVersion : undefined);
+      return { ...op, op_id: opId };
+    });
+    this.sendBatch(field, id, path, ops, batch.baseVersion, 0);
+  }
+
+  /**
+   * Sends a batch and takes in its results. A batch whose fate is unknown (the network, a
+   * server error) is sent again as it was, same op ids, so it applies once; a refused one is
+   * made anew once the field has seen what came first; one that cannot land is dropped.
+   */
+  private sendBatch(field: TextField, id: string, path: string, ops: OpInput[], base: number, attempt: number): void {
+    let unknown = false;
     const results = this.connection.sendOps(ops).map((result, i) =>
       result.then(
-        () => field.applied(batch[i]!.opId),
+        () => field.resultApplied(ops[i]!.op_id!),
         (e: unknown) => {
-          const again = e instanceof ConflictError && RETRIED.includes(e.reason);
-          field.refused(batch[i]!.opId, again);
-          if (!again) {
-            this.failed(e);
+          if (e instanceof ConflictError) {
+            if (RETRIED.includes(e.reason)) return;
+            field.dropPending();
             this.fieldChanged.next();
+          } else if (e instanceof HttpError && !RETRIED_STATUS.includes(e.status)) {
+            field.dropPending();
+            this.fieldChanged.next();
+          } else {
+            unknown = true;
           }
+          this.failed(e);
         },
       ),
     );
-    void Promise.all(results).then(() => this.flush(id, path));
+    void Promise.all(results).then(() => {
+      if (unknown && this.conn()) {
+        const wait = Math.min(5000, 250 * 2 ** attempt);
+        setTimeout(() => this.sendBatch(field, id, path, ops, base, attempt + 1), wait);
+        return;
+      }
+      const node = this.sessionNode(id);
+      field.settled(node ? (textAt(node, path) ?? '') : field.server, node?.version ?? field.version);
+      // Refused before this page saw the change that came first: sent again when it comes.
+      if (field.version > base || !field.pending) this.flush(id, path);
+      else setTimeout(() => this.flush(id, path), 1000); // in case that change never comes
+      this.fieldChanged.next();
+    });
   }
 
-  /** Takes in the server's changes to fields in order, each op as mine or theirs. */
-  private event(e: FlowEvent): void {
-    if (e.type === 'RESYNC') this.resyncs.update((n) => n + 1);
-    if (e.type !== 'SYNC_CANVAS') return;
+  /** The server's changes to the fields, op by op in version order (the session's change feed). */
+  private change(c: ChangeOf): void {
     let moved = false;
-    for (const op of e.data.ops) {
-      for (const change of op.changes) {
-        if (change.kind !== 'node.splice') continue;
-        const field = this.fields.get(`${change.id}\u0000${change.path}`);
+    const touched = new Set<string>();
+    for (const change of c.changes) {
+      if (change.kind === 'node.splice') {
+        touched.add(change.id);
+        const field = this.fields.get(fieldKey(change.id, change.path));
         if (!field) continue;
-        if (field.isMine(op.op_id)) field.applied(op.op_id);
-        else field.theirs({ at: change.at, del: change.delete, ins: change.insert });
+        const splice = { at: change.at, del: change.delete, ins: change.insert };
+        if (field.isMine(c.opId)) field.mine(c.opId, splice, c.version);
+        else field.theirs(splice, c.version);
         moved = true;
+      } else if (change.kind === 'node.upsert') {
+        touched.add(change.node.id);
+        for (const [key, field] of this.fields) {
+          if (!key.startsWith(fieldKey(change.node.id, ''))) continue;
+          const text = textAt(change.node, key.slice(key.indexOf('\u0000') + 1)) ?? '';
+          if (field.isMine(c.opId)) field.mineWhole(c.opId, text, c.version);
+          else field.serverIs(text, c.version);
+          moved = true;
+        }
+      } else if (change.kind === 'node.delete') {
+        for (const key of [...this.fields.keys()]) if (key.startsWith(fieldKey(change.id, ''))) this.fields.delete(key);
       }
+    }
+    // The node's other fields: its version moved on.
+    for (const [key, field] of this.fields) {
+      const id = key.slice(0, key.indexOf('\u0000'));
+      if (!touched.has(id)) continue;
+      if (field.version < c.version) field.nodeChanged(c.version);
+      if (field.pending && !field.busy) this.flush(id, key.slice(id.length + 1));
     }
     if (moved) this.fieldChanged.next();
   }
 
-  /** After a canvas change the events did not spell out (a reload, an undo, a new value): fields follow the canvas. */
-  private reconcile(): void {
-    const canvas = this.canvas();
-    if (!canvas) return;
-    let moved = false;
-    for (const [key, field] of this.fields) {
-      const [id, path] = key.split('\u0000') as [string, string];
+  /** The canvas was reloaded: each field takes in its text (after its batch in flight, if any). */
+  private reloaded(canvas: CanvasState): void {
+    for (const [key, field] of [...this.fields]) {
+      const id = key.slice(0, key.indexOf('\u0000'));
       const node = canvas.nodes.find((n) => n.id === id);
       if (!node) {
         this.fields.delete(key);
         continue;
       }
-      if (field.serverIs(textAt(node, path) ?? '')) moved = true;
+      field.reloaded(textAt(node, key.slice(id.length + 1)) ?? '', node.version);
     }
-    if (moved) this.fieldChanged.next();
+    this.fieldChanged.next();
   }
 
   private conflict(conflict: Conflict): void {
@@ -310,6 +369,9 @@ export class Editor {
  */
 const TEXT_OP = 'txt-';
 const RETRIED: readonly string[] = ['version_mismatch', 'skipped'];
+/** HTTP answers after which a batch's fate is unknown or it may go later: it is sent again as it was. */
+const RETRIED_STATUS: readonly number[] = [0, 408, 429, 500, 502, 503, 504];
+const fieldKey = (id: string, path: string) => `${id}\u0000${path}`;
 const textOpId = () => TEXT_OP + newOpId();
 
 /** This page's presence as JSON (the fields it has). */

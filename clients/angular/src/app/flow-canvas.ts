@@ -2,9 +2,27 @@
 // Node objects keep their identity across updates (their `point` and `data` are signals set
 // in place), so a remote change never re-creates a node under someone's pointer.
 
-import { ChangeDetectionStrategy, Component, computed, effect, inject, signal, untracked, type WritableSignal } from '@angular/core';
+import {
+  ChangeDetectionStrategy,
+  Component,
+  computed,
+  effect,
+  inject,
+  signal,
+  untracked,
+  viewChild,
+  type WritableSignal,
+} from '@angular/core';
 import type { Node as FlowNode } from '@flowsync/client';
-import { type Connection, type Edge, type EdgeChange, type Node, type NodeDragEndEvent, Vflow } from 'ngx-vflow';
+import {
+  type Connection,
+  type Edge,
+  type EdgeChange,
+  type Node,
+  type NodeDragEndEvent,
+  Vflow,
+  VflowComponent,
+} from 'ngx-vflow';
 
 import { Editor, textAt, textPath } from './editor';
 
@@ -20,6 +38,9 @@ interface CanvasNode {
   data: WritableSignal<View>;
 }
 
+/** How long a dropped node waits for the server's position before it follows the server again. */
+const DROP_WAIT_MS = 5000;
+
 @Component({
   selector: 'app-flow-canvas',
   imports: [Vflow],
@@ -27,11 +48,12 @@ interface CanvasNode {
   template: `
     <div class="surface" (pointermove)="pointer($event)" data-testid="canvas">
       <vflow
+        #flow
         view="auto"
         [nodes]="nodes()"
         [edges]="edges()"
         (connect)="connect($event)"
-        (nodeDragStart)="dragStart($event.node.id)"
+        (nodeDragStart)="dragging.set($event.node.id)"
         (nodeDragEnd)="dropped($event)"
         (edgesChanges.select)="selectEdge($event)"
       >
@@ -85,6 +107,8 @@ export class FlowCanvas {
   /** The node being dragged here: the server's moves of it wait for the drop. */
   protected readonly dragging = signal<string | undefined>(undefined);
   private readonly cache = new Map<string, CanvasNode>();
+  /** Nodes dropped here whose move the server has not shown yet: where they were dropped. */
+  private readonly dropping = new Map<string, { x: number; y: number }>();
 
   /** The canvas's nodes as ngx-vflow's: a new array only when nodes come or go. */
   protected readonly nodes = signal<Node[]>([]);
@@ -114,8 +138,11 @@ export class FlowCanvas {
         continue;
       }
       if (known.data().node !== node) known.data.set({ node });
+      const dropped = this.dropping.get(node.id);
+      if (dropped && dropped.x === node.position.x && dropped.y === node.position.y) this.dropping.delete(node.id);
       const p = known.point();
-      if (dragging !== node.id && (p.x !== node.position.x || p.y !== node.position.y)) {
+      const held = dragging === node.id || this.dropping.has(node.id);
+      if (!held && (p.x !== node.position.x || p.y !== node.position.y)) {
         known.point.set({ ...node.position });
       }
     }
@@ -128,17 +155,31 @@ export class FlowCanvas {
     if (changedSet) this.nodes.set([...this.cache.values()]);
   }
 
-  protected readonly edges = computed<Edge[]>(() =>
-    (this.editor.canvas()?.edges ?? []).map((e) => ({ id: e.id, source: e.source, target: e.target })),
-  );
+  /** The canvas's edges as ngx-vflow's, each object kept while its ends stay (ngx-vflow matches by identity). */
+  protected readonly edges = computed<Edge[]>(() => {
+    const edges = this.editor.canvas()?.edges ?? [];
+    const next = new Map<string, Edge>();
+    for (const e of edges) {
+      const known = this.edgeCache.get(e.id);
+      next.set(e.id, known && known.source === e.source && known.target === e.target ? known : { id: e.id, source: e.source, target: e.target });
+    }
+    this.edgeCache = next;
+    return [...next.values()];
+  });
+  private edgeCache = new Map<string, Edge>();
 
-  protected readonly cursors = computed(() =>
-    this.editor.presence().flatMap((p) => {
+  private readonly flow = viewChild<VflowComponent>('flow');
+
+  /** Others' cursors, sent in flow coordinates, shown where that point is in this page's view. */
+  protected readonly cursors = computed(() => {
+    const view = this.flow()?.viewport() ?? { x: 0, y: 0, zoom: 1 };
+    return this.editor.presence().flatMap((p) => {
       const state = p.state as { name?: string; cursor?: { x: number; y: number } } | undefined;
       if (p.self || !state?.cursor) return [];
-      return [{ id: p.connectionId, name: state.name ?? p.actor.name, ...state.cursor }];
-    }),
-  );
+      const { x, y } = state.cursor;
+      return [{ id: p.connectionId, name: state.name ?? p.actor.name, x: x * view.zoom + view.x, y: y * view.zoom + view.y }];
+    });
+  });
 
   protected preview(node: FlowNode): string | undefined {
     const path = textPath(node.type);
@@ -151,18 +192,16 @@ export class FlowCanvas {
     this.editor.connect(c.source, c.target);
   }
 
-  /** The dragged node's version when the drag began: the move is refused if someone changed it since. */
-  private dragBase: number | undefined;
-
-  protected dragStart(id: string): void {
-    this.dragging.set(id);
-    this.dragBase = this.editor.canvas()?.nodes.find((n) => n.id === id)?.version;
-  }
-
   protected dropped(e: NodeDragEndEvent): void {
-    this.dragging.set(undefined);
     const node = this.editor.canvas()?.nodes.find((n) => n.id === e.node.id);
-    if (node) this.editor.move(node, { ...e.node.point() }, this.dragBase);
+    const at = { ...e.node.point() };
+    if (node) {
+      // Shown where dropped until the server's position comes (or the move is given up).
+      this.dropping.set(node.id, at);
+      setTimeout(() => this.dropping.delete(node.id), DROP_WAIT_MS);
+      this.editor.move(node, at);
+    }
+    this.dragging.set(undefined);
   }
 
   protected selectEdge(changes: EdgeChange[]): void {
@@ -170,7 +209,9 @@ export class FlowCanvas {
   }
 
   protected pointer(e: PointerEvent): void {
-    const box = (e.currentTarget as HTMLElement).getBoundingClientRect();
-    this.editor.pointer({ x: Math.round(e.clientX - box.left), y: Math.round(e.clientY - box.top) });
+    const flow = this.flow();
+    if (!flow) return;
+    const at = flow.documentPointToFlowPoint({ x: e.clientX, y: e.clientY });
+    this.editor.pointer({ x: Math.round(at.x), y: Math.round(at.y) });
   }
 }

@@ -4,8 +4,8 @@
 import { ChangeDetectionStrategy, Component, type ElementRef, computed, effect, inject, untracked, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 
-import { Editor, textPath } from './editor';
-import { diff, mapPosition } from './text-field';
+import { Editor, textAt, textPath } from './editor';
+import { diff, edits, mapPosition } from './text-field';
 
 @Component({
   selector: 'app-inspector',
@@ -21,9 +21,15 @@ import { diff, mapPosition } from './text-field';
             rows="6"
             data-testid="field"
             [attr.data-path]="path"
+            [readOnly]="windowsBreaks()"
             (input)="typed(text.value)"
+            (compositionstart)="composing = true"
+            (compositionend)="composing = false; typed(text.value)"
           ></textarea>
         </label>
+        @if (windowsBreaks()) {
+          <p class="hint">This text has Windows line breaks (\r\n), which a text box cannot keep: edit it through the API.</p>
+        }
       }
       @if (node.type === 'delay') {
         <label>
@@ -42,10 +48,17 @@ import { diff, mapPosition } from './text-field';
 })
 export class Inspector {
   protected readonly editor = inject(Editor);
+  /** An input method is composing: its text is taken when it is done, and others' text waits. */
+  protected composing = false;
   private readonly text = viewChild<ElementRef<HTMLTextAreaElement>>('text');
   protected readonly path = computed(() => {
     const node = this.editor.selectedNode();
     return node && textPath(node.type);
+  });
+  /** A text box reports every line break as `\n`: a text with `\r` would be rewritten by the first keystroke. */
+  protected readonly windowsBreaks = computed(() => {
+    const [node, path] = [this.editor.selectedNode(), this.path()];
+    return node !== undefined && path !== undefined && (textAt(node, path) ?? '').includes('\r');
   });
 
   constructor() {
@@ -64,20 +77,23 @@ export class Inspector {
     const el = this.text()?.nativeElement;
     const node = this.editor.selectedNode();
     const path = this.path();
-    if (!el || !node || !path) return;
+    if (!el || !node || !path || this.composing) return;
     const want = this.editor.field(node, path).local;
     const moved = diff(el.value, want);
     if (!moved) return;
     const focused = document.activeElement === el;
     const [start, end] = [el.selectionStart, el.selectionEnd];
     el.value = want;
-    if (focused) el.setSelectionRange(mapPosition(start, moved), mapPosition(end, moved));
+    const theirs = edits(moved);
+    if (focused) el.setSelectionRange(mapPosition(start, theirs), mapPosition(end, theirs));
   }
 
   protected typed(value: string): void {
     const node = this.editor.selectedNode();
     const path = this.path();
-    if (node && path) this.editor.typed(node, path, value);
+    if (this.composing || !node || !path || this.windowsBreaks()) return;
+    this.editor.typed(node, path, value);
+    this.show(); // others' text that waited for a composition
   }
 
   protected delay(ms: string): void {

@@ -1,8 +1,10 @@
-// One text field of a node edited by several people at once: each keystroke is kept as a
-// splice of the text before it, sent as `text.replace` ops (the first guarded by the node's
-// version, so the batch applies to exactly the text it was made on), and transformed past
-// whatever the server applied first. So two people typing into one prompt both land, each
-// where they typed, and nobody's keystrokes overwrite anybody's.
+// One text field of a node edited by several people at once. Each keystroke is kept as an
+// edit (an insertion or a deletion) of the text before it; the pending edits go out as one
+// request of `text.insert` / `text.delete` ops, the first guarded by the node's version so
+// the batch applies to exactly the text it was made on or is refused whole; and whatever
+// the server applied first is transformed under them (operational transformation of
+// insertions and deletions). So people typing into one prompt at once all land, each where
+// they typed, and nobody's keystrokes are lost, doubled or moved.
 //
 // Offsets are UTF-16 code units, like JavaScript strings and the server's text ops.
 
@@ -41,150 +43,282 @@ export function apply(text: string, s: Splice): string {
   return text.slice(0, s.at) + s.ins + text.slice(s.at + s.del);
 }
 
-/**
- * Where position `p` of a text is once `theirs` was applied to it. A position at their
- * insertion point goes after it when `after` (their text came first).
- */
-export function mapPosition(p: number, theirs: Splice, after = true): number {
-  const end = theirs.at + theirs.del;
-  if (p < theirs.at || (p === theirs.at && !after && theirs.del === 0)) return p;
-  if (p >= end && !(p === theirs.at && theirs.del > 0)) return p + theirs.ins.length - theirs.del;
-  return theirs.at + theirs.ins.length;
+/** `ins` inserted at `at`. */
+export interface Insert {
+  readonly at: number;
+  readonly ins: string;
 }
 
-/**
- * `mine`, made on the same text as `theirs`, made to apply after `theirs`: what I deleted
- * that they deleted too is gone already; what they inserted is kept. Where both insert at
- * one place, `after` puts mine after theirs (theirs reached the server first) or before.
- * Where their edit sits inside the range I deleted, the part of my deletion past it is
- * dropped: their text stays.
- */
-export function rebase(mine: Splice, theirs: Splice, after = true): Splice {
-  const at = mapPosition(mine.at, theirs, after);
-  const mineEnd = mine.at + mine.del;
-  const theirsEnd = theirs.at + theirs.del;
-  let del: number;
-  if (mineEnd <= theirs.at || mine.at >= theirsEnd) {
-    del = mine.del; // apart
-  } else if (mine.at < theirs.at) {
-    del = theirs.at - mine.at; // up to their edit
-  } else {
-    del = Math.max(0, mineEnd - theirsEnd); // what is left past their deletion
+/** `del` code units deleted at `at`. */
+export interface Delete {
+  readonly at: number;
+  readonly del: number;
+}
+
+/** One primitive edit. */
+export type Edit = Insert | Delete;
+
+const isIns = (e: Edit): e is Insert => 'ins' in e;
+
+/** A splice as edits: its deletion, then its insertion. */
+export function edits(s: Splice): Edit[] {
+  const out: Edit[] = [];
+  if (s.del > 0) out.push({ at: s.at, del: s.del });
+  if (s.ins.length > 0) out.push({ at: s.at, ins: s.ins });
+  return out;
+}
+
+export function applyEdit(text: string, e: Edit): string {
+  return isIns(e) ? text.slice(0, e.at) + e.ins + text.slice(e.at) : text.slice(0, e.at) + text.slice(e.at + e.del);
+}
+
+export const applyAll = (text: string, all: readonly Edit[]): string => all.reduce(applyEdit, text);
+
+const moved = (e: Edit, by: number): Edit => ({ ...e, at: e.at + by });
+
+/** What is left of deletion `d` once deletion `o` (on the same text) was applied. */
+function rest(d: Delete, o: Delete): Edit[] {
+  const [end, oEnd] = [d.at + d.del, o.at + o.del];
+  const before = Math.max(0, Math.min(end, o.at) - d.at);
+  const after = Math.max(0, end - Math.max(d.at, oEnd));
+  const at = d.at < o.at ? d.at : d.at >= oEnd ? d.at - o.del : o.at;
+  return before + after > 0 ? [{ at, del: before + after }] : [];
+}
+
+/** Two edits made on one text, each made to apply after the other. At one place, `a` goes first when `aFirst`. */
+function pair(a: Edit, b: Edit, aFirst: boolean): [Edit[], Edit[]] {
+  if (isIns(a) && isIns(b)) {
+    return a.at < b.at || (a.at === b.at && aFirst) ? [[a], [moved(b, a.ins.length)]] : [[moved(a, b.ins.length)], [b]];
   }
-  return { at, del, ins: mine.ins };
+  if (isIns(a) && !isIns(b)) {
+    // An insertion at either end of a deletion stays outside it; one inside splits it.
+    if (a.at <= b.at) return [[a], [moved(b, a.ins.length)]];
+    if (a.at >= b.at + b.del) return [[moved(a, -b.del)], [b]];
+    return [
+      [{ at: b.at, ins: a.ins }],
+      [
+        { at: b.at, del: a.at - b.at },
+        { at: b.at + a.ins.length, del: b.at + b.del - a.at },
+      ],
+    ];
+  }
+  if (!isIns(a) && isIns(b)) {
+    const [b2, a2] = pair(b, a, !aFirst);
+    return [a2, b2];
+  }
+  return [rest(a as Delete, b as Delete), rest(b as Delete, a as Delete)];
 }
 
-/** `text.replace` of a splice of `path` in node `id`; guarded when `baseVersion` is given. */
-export function replaceOp(id: string, path: string, s: Splice, baseVersion?: number): OpInput {
-  const op: OpInput = { type: 'text.replace', id, path, target: { range: [s.at, s.del] }, text: s.ins };
+/**
+ * Edits `a` and `b`, each a sequence made on one text, transformed to apply after each
+ * other: applying `b` then `a'` gives what applying `a` then `b'` gives. Where both insert
+ * at one place, `a`'s text goes first when `aFirst`.
+ */
+export function transform(a: readonly Edit[], b: readonly Edit[], aFirst: boolean): [Edit[], Edit[]] {
+  if (a.length === 0 || b.length === 0) return [[...a], [...b]];
+  if (a.length === 1 && b.length === 1) return pair(a[0]!, b[0]!, aFirst);
+  if (a.length > 1) {
+    const [a1, b1] = transform(a.slice(0, 1), b, aFirst);
+    const [a2, b2] = transform(a.slice(1), b1, aFirst);
+    return [[...a1, ...a2], b2];
+  }
+  const [a1, b1] = transform(a, b.slice(0, 1), aFirst);
+  const [a2, b2] = transform(a1, b.slice(1), aFirst);
+  return [a2, [...b1, ...b2]];
+}
+
+/** Where position `p` is once `theirs` was applied; text inserted right at it goes after it unless `after`. */
+export function mapPosition(p: number, theirs: readonly Edit[], after = false): number {
+  let at = p;
+  for (const e of theirs) {
+    if (isIns(e)) {
+      if (e.at < at || (e.at === at && after)) at += e.ins.length;
+    } else if (e.at < at) {
+      at -= Math.min(e.del, at - e.at);
+    }
+  }
+  return at;
+}
+
+/** The op that makes edit `e` of `path` in node `id`; guarded when `baseVersion` is given. */
+export function editOp(id: string, path: string, e: Edit, baseVersion?: number): OpInput {
+  const op: OpInput = isIns(e)
+    ? { type: 'text.insert', id, path, at: e.at, text: e.ins }
+    : { type: 'text.delete', id, path, at: e.at, len: e.del };
   return baseVersion === undefined ? op : { ...op, base_version: baseVersion };
+}
+
+/** A batch of edits sent as one request: op ids in order, and how many of them applied. */
+interface Batch {
+  readonly ids: readonly string[];
+  applied: number;
+  /** The node changed before any of it applied: it will be refused whole. */
+  doomed: boolean;
 }
 
 /**
  * One field's state on this page: `server` is the text as the server has it (as far as this
- * page knows), `local` what the field shows: `server` with this page's edits, in the order
- * typed. The edits go out in batches, one batch in flight at a time; its first op is guarded
- * by the node's version and the rest follow it in the same request, so a batch applies
- * whole to the text it was made on or not at all.
+ * page knows, at node version `version`), `local` what the field shows: `server` with this
+ * page's edits not yet applied, in the order typed.
  *
- * The server's changes come in order from `SYNC_CANVAS`: this page's own edits are taken in
- * ([`applied`]), anyone else's are transformed under the edits not yet applied ([`theirs`]).
+ * The server's changes come in order, each once (the session's `change` feed): this page's
+ * own edits are taken in as they apply ([`mine`]), anyone else's are transformed under the
+ * pending edits ([`theirs`]; where both insert at one place, the pending text stays first). One batch is in flight at a time ([`next`]); once all its
+ * results are in ([`settled`]) the next one is made from what is pending then.
  */
 export class TextField {
   private serverText: string;
-  private localText: string;
-  /** This page's edits not yet on the server, each on the text the ones before it made. */
-  private edits: Splice[] = [];
-  /** The op ids of the batch in flight: the first `inFlight.length` edits. */
-  private inFlight: string[] = [];
-  /** Own edits already taken in, so one seen twice (its result, then its event) counts once. */
-  private readonly taken = new Set<string>();
+  private nodeVersion: number;
+  private pendingEdits: Edit[] = [];
+  private batch: Batch | undefined;
+  /** The canvas was reloaded while a batch was in flight: the text to take in once it settles. */
+  private reloadWaiting = false;
 
-  constructor(initial: string) {
+  constructor(initial: string, version: number) {
     this.serverText = initial;
-    this.localText = initial;
-  }
-
-  get local(): string {
-    return this.localText;
+    this.nodeVersion = version;
   }
 
   get server(): string {
     return this.serverText;
   }
 
+  /** The node version the server text is at: what the next batch is guarded with. */
+  get version(): number {
+    return this.nodeVersion;
+  }
+
+  get local(): string {
+    return applyAll(this.serverText, this.pendingEdits);
+  }
+
   /** Typed and not yet on the server. */
   get pending(): boolean {
-    return this.edits.length > 0;
+    return this.pendingEdits.length > 0;
+  }
+
+  /** A batch is in flight. */
+  get busy(): boolean {
+    return this.batch !== undefined;
   }
 
   /** The person typed: the field now shows `text`. */
   typed(text: string): void {
-    const edit = diff(this.localText, text);
-    if (!edit) return;
-    this.localText = text;
-    // Typing on at the end of the last edit not yet sent extends it.
-    const last = this.edits.length > this.inFlight.length ? this.edits[this.edits.length - 1] : undefined;
-    if (last && edit.del === 0 && edit.at === last.at + last.ins.length) {
-      this.edits[this.edits.length - 1] = { ...last, ins: last.ins + edit.ins };
-    } else {
-      this.edits.push(edit);
-    }
+    const change = diff(this.local, text);
+    if (!change) return;
+    for (const e of edits(change)) this.push(e);
   }
 
-  /** Whether op `opId` is this field's own edit. */
+  /** Adds an edit, merged into the last one not yet sent when it continues it (typing on, backspacing). */
+  private push(e: Edit): void {
+    const sent = this.batch && !this.batch.doomed ? this.batch.ids.length - this.batch.applied : 0;
+    const last = this.pendingEdits.length > sent ? this.pendingEdits[this.pendingEdits.length - 1] : undefined;
+    const merged = last && merge(last, e);
+    if (merged === undefined) this.pendingEdits.push(e);
+    else if (merged === null) this.pendingEdits.pop();
+    else this.pendingEdits[this.pendingEdits.length - 1] = merged;
+  }
+
+  /** Whether op `opId` is one of this field's edits in flight. */
   isMine(opId: string): boolean {
-    return this.inFlight.includes(opId) || this.taken.has(opId);
+    return this.batch?.ids.includes(opId) ?? false;
   }
 
-  /** Someone else's edit applied on the server: this page's edits move past it. */
-  theirs(splice: Splice): void {
-    let t = splice;
-    this.edits = this.edits.map((mine) => {
-      const moved = rebase(mine, t, true);
-      t = rebase(t, mine, false);
-      return moved;
-    });
+  /** Own op `opId` applied, as the server reports it (`splice`) at `version`. */
+  mine(opId: string, splice: Splice, version: number): void {
+    const b = this.batch;
+    if (!b || b.doomed || b.ids[b.applied] !== opId) return;
+    b.applied++;
+    this.pendingEdits.shift();
     this.serverText = apply(this.serverText, splice);
-    this.localText = this.edits.reduce(apply, this.serverText);
+    this.nodeVersion = version;
   }
 
-  /** The server's text is now `text` however it got there (a reload, an undo). */
-  serverIs(text: string): boolean {
+  /** Own op `opId` applied as a whole new value `text` (a `text.append` that created the field). */
+  mineWhole(opId: string, text: string, version: number): void {
+    const b = this.batch;
+    if (!b || b.doomed || b.ids[b.applied] !== opId) return;
+    b.applied++;
+    this.pendingEdits.shift();
+    this.serverText = text;
+    this.nodeVersion = version;
+  }
+
+  /** Someone else's edit of this field applied at `version`: the pending edits move past it. */
+  theirs(splice: Splice, version: number): void {
+    const theirs = edits(splice);
+    // Where both insert at one place, mine stays first: it is next to what I was editing.
+    [this.pendingEdits] = transform(this.pendingEdits, theirs, true);
+    this.serverText = applyAll(this.serverText, theirs);
+    this.nodeChanged(version);
+  }
+
+  /** The server's text is now `text`, at `version`, however it got there (an undo, a patch). */
+  serverIs(text: string, version: number): void {
     const change = diff(this.serverText, text);
-    if (change) this.theirs(change);
-    return change !== undefined;
+    if (change) this.theirs(change, version);
+    else this.nodeChanged(version);
   }
 
-  /** Own edit `opId` applied (its event or its result, whichever comes first). */
-  applied(opId: string): void {
-    if (this.inFlight[0] !== opId) return;
-    this.inFlight.shift();
-    this.serverText = apply(this.serverText, this.edits.shift()!);
-    this.taken.add(opId);
-    if (this.taken.size > 256) this.taken.delete(this.taken.values().next().value!);
+  /** The node changed at `version` (this field or not): a batch in flight will be refused. */
+  nodeChanged(version: number): void {
+    this.nodeVersion = version;
+    if (this.batch && this.batch.applied < this.batch.ids.length) this.batch.doomed = true;
   }
 
   /**
-   * Own edit `opId` refused: the batch's rest was skipped. After a `version_mismatch` (someone
-   * changed the node first) or a skip the edits are sent again, moved past what came first;
-   * any other refusal (the text too long, the node gone) drops every edit not yet applied:
-   * the field shows the server's text again.
+   * The canvas was reloaded: its text is `text` at `version`. With a batch in flight the
+   * reload may or may not hold it, so the text is taken in once the batch settles.
    */
-  refused(opId: string, retry: boolean): void {
-    if (!this.inFlight.includes(opId)) return;
-    this.inFlight = [];
-    if (!retry) {
-      this.edits = [];
-      this.localText = this.serverText;
-    }
+  reloaded(text: string, version: number): void {
+    if (this.batch) this.reloadWaiting = true;
+    else this.serverIs(text, version);
   }
 
-  /** The next batch to send, each edit with an op id from `opId` (marked in flight); none while one is in flight. */
-  next(opId: () => string): { opId: string; splice: Splice }[] {
-    if (this.inFlight.length > 0) return [];
-    const batch = this.edits.map((splice) => ({ opId: opId(), splice }));
-    this.inFlight = batch.map((b) => b.opId);
-    return batch;
+  /**
+   * An op's result came: applied. When the canvas did not tell it (a reload that held it),
+   * the server has the edit as it was sent (its guard held).
+   */
+  resultApplied(opId: string): void {
+    const b = this.batch;
+    if (!b || b.doomed || b.ids[b.applied] !== opId) return;
+    b.applied++;
+    this.serverText = applyEdit(this.serverText, this.pendingEdits.shift()!);
   }
+
+  /** Edits the server refused for good (the node gone, the text too long): they cannot land. */
+  dropPending(): void {
+    this.pendingEdits = [];
+  }
+
+  /** The next batch: each pending edit with an op id from `newId`, the guard version; none while one is in flight. */
+  next(newId: () => string): { edits: { opId: string; edit: Edit }[]; baseVersion: number } | undefined {
+    if (this.batch || this.pendingEdits.length === 0) return undefined;
+    const out = this.pendingEdits.map((edit) => ({ opId: newId(), edit }));
+    this.batch = { ids: out.map((o) => o.opId), applied: 0, doomed: false };
+    return { edits: out, baseVersion: this.nodeVersion };
+  }
+
+  /** Every result of the batch is in; `text` and `version` are the session's now (taken in after a reload). */
+  settled(text: string, version: number): void {
+    this.batch = undefined;
+    if (this.reloadWaiting) {
+      this.reloadWaiting = false;
+      this.serverIs(text, version);
+    }
+  }
+}
+
+/** `last` then `e` as one edit (typing on, backspacing, deleting forward); `null` when they cancel out. */
+function merge(last: Edit, e: Edit): Edit | null | undefined {
+  if (isIns(last) && isIns(e) && e.at === last.at + last.ins.length) return { at: last.at, ins: last.ins + e.ins };
+  if (isIns(last) && !isIns(e) && e.at >= last.at && e.at + e.del === last.at + last.ins.length) {
+    const ins = last.ins.slice(0, e.at - last.at);
+    return ins.length > 0 ? { at: last.at, ins } : null;
+  }
+  if (!isIns(last) && !isIns(e)) {
+    if (e.at === last.at) return { at: last.at, del: last.del + e.del }; // deleting forward
+    if (e.at + e.del === last.at) return { at: e.at, del: last.del + e.del }; // backspacing
+  }
+  return undefined;
 }
