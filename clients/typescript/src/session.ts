@@ -131,6 +131,8 @@ export interface ChangeOf {
 
 interface PendingOp {
   op: Op;
+  /** The op ids of the request it was sent in, in order (a refusal makes the rest `skipped`). */
+  request: readonly string[];
   resolve(applied: Applied): void;
   reject(error: Error): void;
   sends: number;
@@ -291,12 +293,13 @@ export class FlowSession {
    */
   sendOps(inputs: readonly OpInput[]): Promise<Applied>[] {
     const ops = inputs.map((o) => ({ ...o, op_id: o.op_id ?? newOpId() }) as Op);
+    const request = ops.map((op) => op.op_id);
     const promises = ops.map(
       (op) =>
         new Promise<Applied>((resolve, reject) => {
           if (this.closedWhy !== undefined) return reject(new ClosedError(this.closedWhy));
           if (this.pending.has(op.op_id)) return reject(new Error(`op ${op.op_id} is already being sent`));
-          this.pending.set(op.op_id, { op, resolve, reject, sends: 0 });
+          this.pending.set(op.op_id, { op, request, resolve, reject, sends: 0 });
         }),
     );
     for (const p of promises) p.catch(() => {});
@@ -443,12 +446,12 @@ export class FlowSession {
         break;
       case "SYNC_CANVAS":
         await this.sync(event.data);
-        for (const op of event.data.ops) {
-          this.settle(op.op_id, (p) => p.resolve({ opId: op.op_id, version: op.version }));
-        }
+        // An op held until its predecessor comes is resolved when the canvas takes it in
+        // (`took`), so a result never comes before the change it made.
+        for (const op of event.data.ops) if (op.version <= this.version) this.applied(op.op_id, op.version);
         break;
       case "CONFLICT":
-        this.settle(event.data.op_id, (p) => p.reject(new ConflictError(event.data)));
+        this.refused(event.data);
         this.emitter.emit("conflict", event.data);
         break;
       case "EXECUTION_UPDATE":
@@ -505,8 +508,8 @@ export class FlowSession {
       this.early.set(sync.prev_version, sync);
       // Far ahead of what history fills in one wait: reload now rather than buffer more.
       if (this.early.size > MAX_EARLY) {
-        this.early.clear();
-        await this.reloadNow();
+        await this.reloadNow(); // resolves the held ops it covers
+        this.early.clear(); // the rest: announced again when sent again
         return;
       }
       this.gapTimer ??= setTimeout(() => this.serially(() => this.fillGap()), this.options.gapWaitMs);
@@ -531,10 +534,35 @@ export class FlowSession {
     return "applied";
   }
 
-  /** Applies one op to the canvas and tells `change` listeners, unless the canvas has it. */
+  /** Applies one op to the canvas and tells `change` listeners, unless the canvas has it; then its result. */
   private took(opId: string, version: number, changes: readonly Change[]): void {
     if (this.copy().apply(version, changes) && this.emitter.has("change")) {
       this.emitter.emit("change", { opId, version, changes });
+    }
+    this.applied(opId, version);
+  }
+
+  private applied(opId: string, version: number): void {
+    this.settle(opId, (p) => p.resolve({ opId, version }));
+  }
+
+  /**
+   * An op refused: its promise rejects, and so do the ops after it in its request that still
+   * wait (the server skips them; their own `skipped` may be lost in a gap, and sent again
+   * without the op before them they would apply unguarded).
+   */
+  private refused(conflict: Conflict): void {
+    const request = this.pending.get(conflict.op_id)?.request ?? [];
+    this.settle(conflict.op_id, (p) => p.reject(new ConflictError(conflict)));
+    for (const opId of request.slice(request.indexOf(conflict.op_id) + 1)) {
+      const skipped: Conflict = {
+        op_id: opId,
+        client_id: conflict.client_id,
+        reason: "skipped",
+        message: `after ${conflict.op_id} was refused in the same request`,
+        current_version: conflict.current_version,
+      };
+      this.settle(opId, (p) => p.reject(new ConflictError(skipped)));
     }
   }
 
@@ -588,7 +616,11 @@ export class FlowSession {
     }
     if (this.canvasCopy && fresh.version < this.canvasCopy.version) return;
     this.canvasCopy = fresh;
-    for (const [prev, sync] of this.early) if (sync.version <= fresh.version) this.early.delete(prev);
+    for (const [prev, sync] of this.early) {
+      if (sync.version > fresh.version) continue;
+      this.early.delete(prev);
+      for (const op of sync.ops) this.applied(op.op_id, op.version);
+    }
     this.canvasChanged = true;
     this.emitter.emit("reload", fresh.state());
     await this.drain();

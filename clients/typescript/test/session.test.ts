@@ -136,6 +136,45 @@ test("the change feed tells each op once, in version order: live, held, repeated
   session.close();
 });
 
+test("an op announced ahead of its predecessor resolves once the canvas holds it, after its change", async () => {
+  const { api, session, es } = await open({ gapWaitMs: 60_000 });
+  const order: string[] = [];
+  session.on("change", (c) => order.push(`change ${c.opId}`));
+  const posted = api.nextPost();
+  const mine = session.sendOp({ type: "node.add", node: { id: "n2", type: "note", position: { x: 0, y: 0 } } });
+  const [op] = await posted;
+  const s1 = api.commit("o1", [nodeAt("n1", 1, 1)]);
+  const s2 = api.commit(op!.op_id, [nodeAt("n2", 2, 2)]);
+  void mine.then(() => order.push(`result ${op!.op_id}`));
+  es.send("SYNC_CANVAS", s2, 2); // mine, ahead of o1
+  await next(session, "event", (e) => e.seq === 2);
+  await Promise.resolve();
+  assert.deepEqual(order, [], "not resolved while held");
+  es.send("SYNC_CANVAS", s1, 1);
+  assert.deepEqual(await mine, { opId: op!.op_id, version: 2 });
+  assert.deepEqual(order, ["change o1", `change ${op!.op_id}`, `result ${op!.op_id}`]);
+  session.close();
+});
+
+test("a refused op settles the rest of its request as skipped, even when their own results are lost", async () => {
+  const { api, session, es } = await open({ opTimeoutMs: 60_000 });
+  const posted = api.nextPost();
+  const [head, tail] = session.sendOps([
+    { type: "node.move", id: "n1", position: { x: 1, y: 1 }, base_version: 0 },
+    { type: "node.move", id: "n1", position: { x: 2, y: 2 } },
+  ]);
+  const [first] = await posted;
+  es.send("CONFLICT", { op_id: first!.op_id, client_id: "me", reason: "version_mismatch", message: "changed", current_version: 3 }, 1);
+  await assert.rejects(head!, (e: unknown) => e instanceof ConflictError && e.reason === "version_mismatch");
+  await assert.rejects(tail!, (e: unknown) => e instanceof ConflictError && e.reason === "skipped");
+  // A RESYNC sends again what waits: nothing of that request.
+  const before = api.posts.length;
+  es.send("RESYNC", { reason: "history lost" }, 2);
+  await next(session, "event", (e) => e.type === "RESYNC"); // emitted after what waits was sent again
+  assert.equal(api.posts.length, before);
+  session.close();
+});
+
 test("an early event whose predecessor arrives in time needs no history", async () => {
   const { api, session, es } = await open({ gapWaitMs: 60_000 });
   const s1 = api.commit("o1", [nodeAt("n1", 1, 1)]);

@@ -675,11 +675,12 @@ var FlowSession = class _FlowSession {
    */
   sendOps(inputs) {
     const ops = inputs.map((o) => ({ ...o, op_id: o.op_id ?? newOpId() }));
+    const request = ops.map((op) => op.op_id);
     const promises = ops.map(
       (op) => new Promise((resolve, reject) => {
         if (this.closedWhy !== void 0) return reject(new ClosedError(this.closedWhy));
         if (this.pending.has(op.op_id)) return reject(new Error(`op ${op.op_id} is already being sent`));
-        this.pending.set(op.op_id, { op, resolve, reject, sends: 0 });
+        this.pending.set(op.op_id, { op, request, resolve, reject, sends: 0 });
       })
     );
     for (const p of promises) p.catch(() => {
@@ -809,12 +810,10 @@ var FlowSession = class _FlowSession {
         break;
       case "SYNC_CANVAS":
         await this.sync(event.data);
-        for (const op of event.data.ops) {
-          this.settle(op.op_id, (p) => p.resolve({ opId: op.op_id, version: op.version }));
-        }
+        for (const op of event.data.ops) if (op.version <= this.version) this.applied(op.op_id, op.version);
         break;
       case "CONFLICT":
-        this.settle(event.data.op_id, (p) => p.reject(new ConflictError(event.data)));
+        this.refused(event.data);
         this.emitter.emit("conflict", event.data);
         break;
       case "EXECUTION_UPDATE":
@@ -866,8 +865,8 @@ var FlowSession = class _FlowSession {
     if (fit === "early") {
       this.early.set(sync.prev_version, sync);
       if (this.early.size > MAX_EARLY) {
-        this.early.clear();
         await this.reloadNow();
+        this.early.clear();
         return;
       }
       this.gapTimer ??= setTimeout(() => this.serially(() => this.fillGap()), this.options.gapWaitMs);
@@ -890,10 +889,33 @@ var FlowSession = class _FlowSession {
     if (canvas.version !== before) this.canvasChanged = true;
     return "applied";
   }
-  /** Applies one op to the canvas and tells `change` listeners, unless the canvas has it. */
+  /** Applies one op to the canvas and tells `change` listeners, unless the canvas has it; then its result. */
   took(opId, version, changes) {
     if (this.copy().apply(version, changes) && this.emitter.has("change")) {
       this.emitter.emit("change", { opId, version, changes });
+    }
+    this.applied(opId, version);
+  }
+  applied(opId, version) {
+    this.settle(opId, (p) => p.resolve({ opId, version }));
+  }
+  /**
+   * An op refused: its promise rejects, and so do the ops after it in its request that still
+   * wait (the server skips them; their own `skipped` may be lost in a gap, and sent again
+   * without the op before them they would apply unguarded).
+   */
+  refused(conflict) {
+    const request = this.pending.get(conflict.op_id)?.request ?? [];
+    this.settle(conflict.op_id, (p) => p.reject(new ConflictError(conflict)));
+    for (const opId of request.slice(request.indexOf(conflict.op_id) + 1)) {
+      const skipped = {
+        op_id: opId,
+        client_id: conflict.client_id,
+        reason: "skipped",
+        message: `after ${conflict.op_id} was refused in the same request`,
+        current_version: conflict.current_version
+      };
+      this.settle(opId, (p) => p.reject(new ConflictError(skipped)));
     }
   }
   /** Applies every buffered event that now fits. */
@@ -944,7 +966,11 @@ var FlowSession = class _FlowSession {
     }
     if (this.canvasCopy && fresh.version < this.canvasCopy.version) return;
     this.canvasCopy = fresh;
-    for (const [prev, sync] of this.early) if (sync.version <= fresh.version) this.early.delete(prev);
+    for (const [prev, sync] of this.early) {
+      if (sync.version > fresh.version) continue;
+      this.early.delete(prev);
+      for (const op of sync.ops) this.applied(op.op_id, op.version);
+    }
     this.canvasChanged = true;
     this.emitter.emit("reload", fresh.state());
     await this.drain();

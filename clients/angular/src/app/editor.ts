@@ -6,6 +6,7 @@ import { DestroyRef, Injectable, computed, inject, signal } from '@angular/core'
 import {
   type CanvasState,
   type ChangeOf,
+  ClosedError,
   ConflictError,
   HttpError,
   type Conflict,
@@ -252,13 +253,14 @@ export class Editor {
     const node = this.sessionNode(id);
     const batch = node && field?.next(textOpId);
     if (!field || !batch) return;
-    // A field the node does not have yet is made by its first text (`text.append` creates it).
+    // A field the node does not have yet is made by its first text, guarded like the rest.
     const create = textAt(node, path) === undefined;
-    const ops = batch.edits.map(({ opId, edit }, i) => {
-      const op =
+    const ops = batch.edits.map(({ opId, edit }, i): OpInput => {
+      const base = i === 0 ? batch.baseVersion : undefined;
+      const op: OpInput =
         i === 0 && create && 'ins' in edit
-          ? ({ type: 'text.append', id, path, text: edit.ins } as const)
-          : editOp(id, path, edit, i === 0 ? batch.baseVersion : undefined);
+          ? { type: 'node.update', id, patch: { [path.slice(1)]: edit.ins }, base_version: base }
+          : editOp(id, path, edit, base);
       return { ...op, op_id: opId };
     });
     this.sendBatch(field, id, path, ops, batch.baseVersion, 0);
@@ -277,20 +279,21 @@ export class Editor {
         (e: unknown) => {
           if (e instanceof ConflictError) {
             if (RETRIED.includes(e.reason)) return;
+            field.dropPending(); // the node is gone, the text too long, …: it cannot land
+            this.fieldChanged.next();
+          } else if (e instanceof HttpError && DROPPED_STATUS.includes(e.status)) {
             field.dropPending();
             this.fieldChanged.next();
-          } else if (e instanceof HttpError && !RETRIED_STATUS.includes(e.status)) {
-            field.dropPending();
-            this.fieldChanged.next();
-          } else {
-            unknown = true;
+          } else if (!(e instanceof ClosedError)) {
+            unknown = true; // the network, the server, a token to renew: sent again as it was
           }
           this.failed(e);
         },
       ),
     );
     void Promise.all(results).then(() => {
-      if (unknown && this.conn()) {
+      if (this.conn()?.session.closed !== undefined) return;
+      if (unknown) {
         const wait = Math.min(5000, 250 * 2 ** attempt);
         setTimeout(() => this.sendBatch(field, id, path, ops, base, attempt + 1), wait);
         return;
@@ -369,8 +372,8 @@ export class Editor {
  */
 const TEXT_OP = 'txt-';
 const RETRIED: readonly string[] = ['version_mismatch', 'skipped'];
-/** HTTP answers after which a batch's fate is unknown or it may go later: it is sent again as it was. */
-const RETRIED_STATUS: readonly number[] = [0, 408, 429, 500, 502, 503, 504];
+/** HTTP answers that say the batch cannot land as it is (any other: sent again as it was, later). */
+const DROPPED_STATUS: readonly number[] = [400, 404, 413, 422];
 const fieldKey = (id: string, path: string) => `${id}\u0000${path}`;
 const textOpId = () => TEXT_OP + newOpId();
 

@@ -5,7 +5,7 @@ import { ChangeDetectionStrategy, Component, type ElementRef, computed, effect, 
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 
 import { Editor, textAt, textPath } from './editor';
-import { diff, edits, mapPosition } from './text-field';
+import { applyAll, diff, edits, mapPosition, transform } from './text-field';
 
 @Component({
   selector: 'app-inspector',
@@ -23,8 +23,8 @@ import { diff, edits, mapPosition } from './text-field';
             [attr.data-path]="path"
             [readOnly]="windowsBreaks()"
             (input)="typed(text.value)"
-            (compositionstart)="composing = true"
-            (compositionend)="composing = false; typed(text.value)"
+            (compositionstart)="composeFrom = text.value"
+            (compositionend)="composed(text.value)"
           ></textarea>
         </label>
         @if (windowsBreaks()) {
@@ -48,8 +48,11 @@ import { diff, edits, mapPosition } from './text-field';
 })
 export class Inspector {
   protected readonly editor = inject(Editor);
-  /** An input method is composing: its text is taken when it is done, and others' text waits. */
-  protected composing = false;
+  /**
+   * While an input method composes: what the field showed when it began. Its text is taken
+   * when it is done, and others' text waits until then (setting the value would end it).
+   */
+  protected composeFrom: string | undefined;
   private readonly text = viewChild<ElementRef<HTMLTextAreaElement>>('text');
   protected readonly path = computed(() => {
     const node = this.editor.selectedNode();
@@ -77,7 +80,7 @@ export class Inspector {
     const el = this.text()?.nativeElement;
     const node = this.editor.selectedNode();
     const path = this.path();
-    if (!el || !node || !path || this.composing) return;
+    if (!el || !node || !path || this.composeFrom !== undefined) return;
     const want = this.editor.field(node, path).local;
     const moved = diff(el.value, want);
     if (!moved) return;
@@ -91,9 +94,23 @@ export class Inspector {
   protected typed(value: string): void {
     const node = this.editor.selectedNode();
     const path = this.path();
-    if (this.composing || !node || !path || this.windowsBreaks()) return;
+    if (this.composeFrom !== undefined || !node || !path || this.windowsBreaks()) return;
     this.editor.typed(node, path, value);
-    this.show(); // others' text that waited for a composition
+  }
+
+  /** A composition ended: its text, made on what was shown, goes past what others typed meanwhile. */
+  protected composed(value: string): void {
+    const from = this.composeFrom;
+    this.composeFrom = undefined;
+    const node = this.editor.selectedNode();
+    const path = this.path();
+    if (from === undefined || !node || !path || this.windowsBreaks()) return;
+    const field = this.editor.field(node, path);
+    const mine = diff(from, value);
+    const theirs = diff(from, field.local);
+    const [moved] = transform(mine ? edits(mine) : [], theirs ? edits(theirs) : [], true);
+    this.editor.typed(node, path, applyAll(field.local, moved));
+    this.show();
   }
 
   protected delay(ms: string): void {

@@ -108,6 +108,29 @@ describe('TextField, against one other page', () => {
     field.settled('Axy', 5);
     expect([field.server, field.local, field.version, field.pending]).toEqual(['Axy', 'Axy', 5, false]);
   });
+
+  it('after a reload in flight, live changes wait for the batch to settle, then the diff takes them in once', () => {
+    const field = new TextField('ab', 5);
+    field.typed('abX');
+    field.next(() => 'o1');
+    field.reloaded('abX', 6); // the reload holds my X
+    field.theirs({ at: 0, del: 0, ins: 'Y' }, 7); // on the reloaded text: not on this one
+    field.resultApplied('o1');
+    field.settled('YabX', 7);
+    expect([field.server, field.local, field.version, field.pending]).toEqual(['YabX', 'YabX', 7, false]);
+  });
+
+  it('a later op of a batch reported applied first takes in the ones before it', () => {
+    const field = new TextField('', 0);
+    field.typed('a');
+    field.typed('ba'); // not a continuation: a second edit
+    const batch = field.next(() => `o${Math.random()}`)!;
+    expect(batch.edits).toHaveLength(2);
+    field.resultApplied(batch.edits[1]!.opId);
+    field.resultApplied(batch.edits[0]!.opId);
+    field.settled(field.server, 2);
+    expect([field.server, field.pending]).toEqual(['ba', false]);
+  });
 });
 
 /** The server's side of one text field: applies a batch only on the node version it was made on. */

@@ -246,6 +246,9 @@ export class TextField {
 
   /** Someone else's edit of this field applied at `version`: the pending edits move past it. */
   theirs(splice: Splice, version: number): void {
+    // After a reload the server text here is not the one their edit was made on: the diff
+    // taken once the batch settles carries it.
+    if (this.reloadWaiting) return;
     const theirs = edits(splice);
     // Where both insert at one place, mine stays first: it is next to what I was editing.
     [this.pendingEdits] = transform(this.pendingEdits, theirs, true);
@@ -255,6 +258,7 @@ export class TextField {
 
   /** The server's text is now `text`, at `version`, however it got there (an undo, a patch). */
   serverIs(text: string, version: number): void {
+    if (this.reloadWaiting) return;
     const change = diff(this.serverText, text);
     if (change) this.theirs(change, version);
     else this.nodeChanged(version);
@@ -262,6 +266,7 @@ export class TextField {
 
   /** The node changed at `version` (this field or not): a batch in flight will be refused. */
   nodeChanged(version: number): void {
+    if (this.reloadWaiting) return;
     this.nodeVersion = version;
     if (this.batch && this.batch.applied < this.batch.ids.length) this.batch.doomed = true;
   }
@@ -281,14 +286,18 @@ export class TextField {
    */
   resultApplied(opId: string): void {
     const b = this.batch;
-    if (!b || b.doomed || b.ids[b.applied] !== opId) return;
-    b.applied++;
-    this.serverText = applyEdit(this.serverText, this.pendingEdits.shift()!);
+    const k = b && !b.doomed ? b.ids.indexOf(opId) : -1;
+    // A request applies in order: op k applied means every op before it did too.
+    while (b && k >= b.applied && this.pendingEdits.length > 0) {
+      b.applied++;
+      this.serverText = applyEdit(this.serverText, this.pendingEdits.shift()!);
+    }
   }
 
   /** Edits the server refused for good (the node gone, the text too long): they cannot land. */
   dropPending(): void {
     this.pendingEdits = [];
+    if (this.batch) this.batch.doomed = true;
   }
 
   /** The next batch: each pending edit with an op id from `newId`, the guard version; none while one is in flight. */
