@@ -3,8 +3,8 @@
 // They add nodes from the palette, connect two by dragging a port, type into the same
 // prompt at once (both texts land), while the agent streams text into a third node; a run
 // streams LLM text into both pages, one of which reloads mid-run and still shows the whole
-// text; a move is undone through the server; a refused op shows on its node; a node is
-// deleted. Screenshots go to target/editor-*.png.
+// text; a move is undone and redone through the server; a run is cancelled; a refused op
+// shows on its node; a node is deleted. Screenshots go to target/editor-*.png.
 //
 // Needs the SDK's test build (clients/typescript: `npm run build:test`) for its helpers.
 
@@ -197,6 +197,25 @@ try {
     );
   }
   step("ada dragged a node and undid the move; both pages show it back");
+  await ada.click('[data-testid="redo"]');
+  await serverShows((f) => {
+    const p = f.nodes.find((n) => n.id === "notes").position;
+    return p.x === at.x && p.y === at.y;
+  }, "the move redone");
+  step("and redid it");
+
+  // Cancel: a long delay node, run, cancel while it runs.
+  const wait = await add(ada, "delay");
+  await ada.locator('aside input[type="number"]').fill("60000");
+  await ada.locator('aside input[type="number"]').press("Enter");
+  await serverShows((f) => f.nodes.find((n) => n.id === wait)?.data.ms === 60000, "the delay set");
+  await ada.click('[data-testid="run"]');
+  await bob.waitForSelector(`[data-testid="node-${wait}"][data-status="running"]`, { timeout: PATIENCE });
+  await ada.click('[data-testid="cancel"]');
+  for (const page of [ada, bob]) {
+    await page.waitForSelector('[data-testid="run-status"][data-status="cancelled"]', { timeout: PATIENCE });
+  }
+  step("a run with a long delay node, cancelled from ada's page: cancelled in both");
 
   // A conflict shows on the node it concerns: the agent moves the LLM node from a stale version.
   await assert.rejects(agent.sendOp({ type: "node.move", id: model, position: { x: 0, y: 0 }, base_version: 1 }), /version_mismatch|changed/);
