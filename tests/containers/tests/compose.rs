@@ -307,7 +307,7 @@ async fn a_killed_gateway_container_loses_nothing() {
     for watcher in &mut watchers {
         // No event twice: a repeated `seq` is a violation (`converges_to` checks). A result
         // may still come twice as two events: a request the writer's client sent again
-        // (an answer it did not get) applies once and is announced again (DESIGN §4). Seen
+        // (an answer it did not get) applies once and is announced again (DESIGN §1.7). Seen
         // once in CI (2026-12-07) after the kill; what made the client repeat is not known.
         let seen = watcher.converges_to(&server).await;
         assert_eq!(seen.results.len(), 60, "every op's result");
