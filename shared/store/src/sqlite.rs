@@ -21,6 +21,7 @@ use flowsync_protocol::{
     ActorId, Execution, ExecutionId, ExecutionStatus, Flow, FlowId, NodeId, NodeRun, NodeStatus,
     OpId,
 };
+use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
 use crate::StoreError;
@@ -273,14 +274,26 @@ fn entries_by_op_id(
     flow: &FlowId,
     op_ids: &[OpId],
 ) -> Result<Vec<LogEntry>, StoreError> {
-    if op_ids.is_empty() {
+    let values = op_ids.iter().map(|o| Value::Text(o.to_string()));
+    entries_in(conn, flow, "op_id", values.collect())
+}
+
+/// The flow's log entries whose `column` (a name of this file's, never input) is one of
+/// `values`.
+fn entries_in(
+    conn: &Connection,
+    flow: &FlowId,
+    column: &str,
+    values: Vec<Value>,
+) -> Result<Vec<LogEntry>, StoreError> {
+    if values.is_empty() {
         return Ok(vec![]);
     }
     let sql = format!(
-        "SELECT body FROM flow_log WHERE flow_id = ? AND op_id IN ({})",
-        placeholders(op_ids.len())
+        "SELECT body FROM flow_log WHERE flow_id = ? AND {column} IN ({})",
+        placeholders(values.len())
     );
-    let args = std::iter::once(flow.as_str()).chain(op_ids.iter().map(OpId::as_str));
+    let args = std::iter::once(Value::Text(flow.to_string())).chain(values);
     entries(conn, &sql, params_from_iter(args))
 }
 
@@ -290,13 +303,9 @@ fn placeholders(n: usize) -> String {
 }
 
 /// The arguments of `WHERE flow_id = ? AND … IN (?, …)` over versions.
-fn flow_and_versions(flow: &FlowId, versions: &[u64]) -> Vec<rusqlite::types::Value> {
-    std::iter::once(rusqlite::types::Value::Text(flow.to_string()))
-        .chain(
-            versions
-                .iter()
-                .map(|v| rusqlite::types::Value::Integer(*v as i64)),
-        )
+fn flow_and_versions(flow: &FlowId, versions: &[u64]) -> Vec<Value> {
+    std::iter::once(Value::Text(flow.to_string()))
+        .chain(versions.iter().map(|v| Value::Integer(*v as i64)))
         .collect()
 }
 
@@ -610,7 +619,7 @@ impl FlowLog for SqliteBackend {
         op_ids: &[OpId],
     ) -> Result<Vec<LogEntry>, StoreError> {
         if op_ids.is_empty() {
-            return Ok(vec![]);
+            return Ok(vec![]); // no read at all
         }
         let (id, op_ids) = (flow.clone(), op_ids.to_vec());
         self.read(move |c| entries_by_op_id(c, &id, &op_ids)).await
@@ -663,14 +672,11 @@ impl FlowLog for SqliteBackend {
         versions: &[u64],
     ) -> Result<Vec<LogEntry>, StoreError> {
         if versions.is_empty() {
-            return Ok(vec![]);
+            return Ok(vec![]); // no read at all
         }
-        let sql = format!(
-            "SELECT body FROM flow_log WHERE flow_id = ? AND version IN ({})",
-            placeholders(versions.len())
-        );
-        let args = flow_and_versions(flow, versions);
-        self.read(move |c| entries(c, &sql, params_from_iter(args)))
+        let id = flow.clone();
+        let values = versions.iter().map(|v| Value::Integer(*v as i64)).collect();
+        self.read(move |c| entries_in(c, &id, "version", values))
             .await
     }
 
