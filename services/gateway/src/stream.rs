@@ -248,14 +248,7 @@ async fn deliver<S: AsyncWrite + Unpin>(
     if batch.is_empty() {
         return Ok(());
     }
-    // Most writes complete at once (the socket has room): those need no timer.
-    let mut write = std::pin::pin!(write_frames(io, &batch));
-    let once = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
-    match once {
-        std::task::Poll::Ready(Ok(())) => {}
-        std::task::Poll::Ready(Err(_)) => return Err(End::WriteFailed),
-        std::task::Poll::Pending => timed(shared, write).await?,
-    }
+    timed(shared, write_frames(io, &batch)).await?;
     shared.metrics.bytes_out.inc_by(bytes as u64);
     // Pings are comments, not events.
     let events = batch.iter().filter(|f| f.is_event()).count();
@@ -300,14 +293,22 @@ async fn timed(
     shared: &Shared,
     write: impl Future<Output = std::io::Result<()>>,
 ) -> Result<(), End> {
-    match tokio::time::timeout(shared.config.write_timeout, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::WriteFailed),
-        Err(_) => {
-            shared.metrics.slow_disconnects.inc();
-            Err(End::TooSlow)
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once (the socket has room): those need no timer.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    let written = match first {
+        std::task::Poll::Ready(written) => written,
+        std::task::Poll::Pending => {
+            match tokio::time::timeout(shared.config.write_timeout, write).await {
+                Ok(written) => written,
+                Err(_) => {
+                    shared.metrics.slow_disconnects.inc();
+                    return Err(End::TooSlow);
+                }
+            }
         }
-    }
+    };
+    written.map_err(|_| End::WriteFailed)
 }
 
 /// Writes all of `bytes` within the write timeout.
