@@ -449,7 +449,9 @@ impl Early {
     fn next_after(&mut self, version: u64) -> Option<SyncCanvas> {
         let entry = self.by_prev.first_entry().filter(|e| *e.key() <= version)?;
         let sync = entry.remove();
-        self.forget(|_| false);
+        if self.by_prev.is_empty() {
+            self.since = None; // the wait ends with the last held event
+        }
         Some(sync)
     }
 
