@@ -72,11 +72,8 @@ async function drag(page, from, to) {
 async function add(page, kind) {
   const before = new Set((await api.flow(FLOW)).nodes.map((n) => n.id));
   await page.click(`[data-testid="add-${kind}"]`);
-  for (;;) {
-    const added = (await api.flow(FLOW)).nodes.find((n) => n.type === kind && !before.has(n.id));
-    if (added) return added.id;
-    await page.waitForTimeout(50);
-  }
+  const flow = await serverShows((f) => f.nodes.some((n) => n.type === kind && !before.has(n.id)), `a new ${kind} node`);
+  return flow.nodes.find((n) => n.type === kind && !before.has(n.id)).id;
 }
 
 /** Polls the server until `check` holds for the flow (the pages are checked by selector). */

@@ -57,7 +57,8 @@ const CONFLICT_SHOWN_MS = 6000;
 export class Editor {
   private readonly flowsync = inject(FlowsyncService);
   private readonly conn = signal<FlowConnection | undefined>(undefined);
-  private readonly fields = new Map<string, TextField>();
+  /** The text fields typed into, by node id, then path. */
+  private readonly fields = new Map<string, Map<string, TextField>>();
   /**
    * A field's text changed under the page (someone else's edit, a reload): called at once,
    * so a view shows it before the next keystroke is read against it.
@@ -226,13 +227,14 @@ export class Editor {
 
   /** The field of `node` at `path`, made on first use from the session's text. */
   field(node: Node, path: string): TextField {
-    const key = fieldKey(node.id, path);
-    let field = this.fields.get(key);
+    let ofNode = this.fields.get(node.id);
+    if (!ofNode) this.fields.set(node.id, (ofNode = new Map()));
+    let field = ofNode.get(path);
     if (!field) {
       // The session's canvas, which the change feed continues (the canvas signal may lag a burst).
       const now = this.sessionNode(node.id) ?? node;
       field = new TextField(textAt(now, path) ?? '', now.version);
-      this.fields.set(key, field);
+      ofNode.set(path, field);
     }
     return field;
   }
@@ -249,7 +251,7 @@ export class Editor {
 
   /** Sends what was typed into a field: one batch in flight at a time, the first op guarded. */
   private flush(id: string, path: string): void {
-    const field = this.fields.get(fieldKey(id, path));
+    const field = this.fields.get(id)?.get(path);
     const node = this.sessionNode(id);
     const batch = node && field?.next(textOpId);
     if (!field || !batch) return;
@@ -314,7 +316,7 @@ export class Editor {
     for (const change of c.changes) {
       if (change.kind === 'node.splice') {
         touched.add(change.id);
-        const field = this.fields.get(fieldKey(change.id, change.path));
+        const field = this.fields.get(change.id)?.get(change.path);
         if (!field) continue;
         const splice = { at: change.at, del: change.delete, ins: change.insert };
         if (field.isMine(c.opId)) field.mine(c.opId, splice, c.version);
@@ -322,37 +324,35 @@ export class Editor {
         moved = true;
       } else if (change.kind === 'node.upsert') {
         touched.add(change.node.id);
-        for (const [key, field] of this.fields) {
-          if (!key.startsWith(fieldKey(change.node.id, ''))) continue;
-          const text = textAt(change.node, key.slice(key.indexOf('\u0000') + 1)) ?? '';
-          if (field.isMine(c.opId)) field.mineWhole(c.opId, text, c.version);
+        for (const [path, field] of this.fields.get(change.node.id) ?? []) {
+          const text = textAt(change.node, path) ?? '';
+          if (field.isMine(c.opId)) field.mine(c.opId, text, c.version);
           else field.serverIs(text, c.version);
           moved = true;
         }
       } else if (change.kind === 'node.delete') {
-        for (const key of [...this.fields.keys()]) if (key.startsWith(fieldKey(change.id, ''))) this.fields.delete(key);
+        this.fields.delete(change.id);
       }
     }
     // The node's other fields: its version moved on.
-    for (const [key, field] of this.fields) {
-      const id = key.slice(0, key.indexOf('\u0000'));
-      if (!touched.has(id)) continue;
-      if (field.version < c.version) field.nodeChanged(c.version);
-      if (field.pending && !field.busy) this.flush(id, key.slice(id.length + 1));
+    for (const id of touched) {
+      for (const [path, field] of this.fields.get(id) ?? []) {
+        if (field.version < c.version) field.nodeChanged(c.version);
+        if (field.pending && !field.busy) this.flush(id, path);
+      }
     }
     if (moved) this.fieldChanged.next();
   }
 
   /** The canvas was reloaded: each field takes in its text (after its batch in flight, if any). */
   private reloaded(canvas: CanvasState): void {
-    for (const [key, field] of [...this.fields]) {
-      const id = key.slice(0, key.indexOf('\u0000'));
+    for (const [id, ofNode] of [...this.fields]) {
       const node = canvas.nodes.find((n) => n.id === id);
       if (!node) {
-        this.fields.delete(key);
+        this.fields.delete(id);
         continue;
       }
-      field.reloaded(textAt(node, key.slice(id.length + 1)) ?? '', node.version);
+      for (const [path, field] of ofNode) field.reloaded(textAt(node, path) ?? '', node.version);
     }
     this.fieldChanged.next();
   }
@@ -374,7 +374,6 @@ const TEXT_OP = 'txt-';
 const RETRIED: readonly string[] = ['version_mismatch', 'skipped'];
 /** HTTP answers that say the batch cannot land as it is (any other: sent again as it was, later). */
 const DROPPED_STATUS: readonly number[] = [400, 404, 413, 422];
-const fieldKey = (id: string, path: string) => `${id}\u0000${path}`;
 const textOpId = () => TEXT_OP + newOpId();
 
 /** This page's presence as JSON (the fields it has). */

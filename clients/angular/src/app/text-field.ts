@@ -68,7 +68,7 @@ export function edits(s: Splice): Edit[] {
   return out;
 }
 
-export function applyEdit(text: string, e: Edit): string {
+function applyEdit(text: string, e: Edit): string {
   return isIns(e) ? text.slice(0, e.at) + e.ins + text.slice(e.at) : text.slice(0, e.at) + text.slice(e.at + e.del);
 }
 
@@ -224,23 +224,16 @@ export class TextField {
     return this.batch?.ids.includes(opId) ?? false;
   }
 
-  /** Own op `opId` applied, as the server reports it (`splice`) at `version`. */
-  mine(opId: string, splice: Splice, version: number): void {
+  /**
+   * Own op `opId` applied at `version`, as the server reports it: a splice of the field, or
+   * its whole new text (a `node.update` that created it).
+   */
+  mine(opId: string, now: Splice | string, version: number): void {
     const b = this.batch;
     if (!b || b.doomed || b.ids[b.applied] !== opId) return;
     b.applied++;
     this.pendingEdits.shift();
-    this.serverText = apply(this.serverText, splice);
-    this.nodeVersion = version;
-  }
-
-  /** Own op `opId` applied as a whole new value `text` (a `text.append` that created the field). */
-  mineWhole(opId: string, text: string, version: number): void {
-    const b = this.batch;
-    if (!b || b.doomed || b.ids[b.applied] !== opId) return;
-    b.applied++;
-    this.pendingEdits.shift();
-    this.serverText = text;
+    this.serverText = typeof now === 'string' ? now : apply(this.serverText, now);
     this.nodeVersion = version;
   }
 
