@@ -8,7 +8,9 @@
 //! and goes into the next transaction with every other waiting commit, of any flow, each
 //! in a savepoint of its own (a lost race rolls back only its own). One fsync then makes a
 //! whole batch durable (`synchronous = FULL`), which is what lifts commits past the disk's
-//! fsync rate when many flows are written at once.
+//! fsync rate when many flows are written at once. The write path's reads (a commit's
+//! snapshot, log and op ids) are batched the same way on the second connection: one
+//! thread handoff and one read transaction for every read that waited.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -68,14 +70,54 @@ pub struct SqliteBackend {
     /// they need not wait behind a transaction being written.
     reader: Arc<Mutex<Connection>>,
     /// Commits waiting for the next shared transaction.
-    commits: Arc<Mutex<Commits>>,
+    commits: Arc<Batches<PendingCommit>>,
+    /// Commit bases waiting for the next shared read.
+    bases: Arc<Batches<PendingBase>>,
 }
 
-/// Commits waiting to be written, and whether a writer is at it.
-#[derive(Debug, Default)]
-struct Commits {
-    waiting: Vec<PendingCommit>,
-    writing: bool,
+/// Jobs for one connection, run in batches on the blocking pool: a job that arrives while
+/// a batch runs waits for the next one, so a burst of jobs (commits or reads of many
+/// flows) costs one thread handoff and one transaction, not one of each per job.
+#[derive(Debug)]
+struct Batches<J> {
+    /// Waiting jobs, and whether a blocking task is draining them.
+    state: Mutex<(Vec<J>, bool)>,
+}
+
+impl<J> Default for Batches<J> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new((Vec::new(), false)),
+        }
+    }
+}
+
+impl<J: Send + 'static> Batches<J> {
+    /// Queues `job`; when no batch runs, starts a blocking task that hands `run` every
+    /// waiting job, batch after batch, until none wait.
+    fn push(self: &Arc<Self>, job: J, run: impl Fn(Vec<J>) + Send + 'static) {
+        let lead = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.0.push(job);
+            !std::mem::replace(&mut state.1, true)
+        };
+        if lead {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || {
+                loop {
+                    let batch = {
+                        let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
+                        if state.0.is_empty() {
+                            state.1 = false;
+                            return;
+                        }
+                        std::mem::take(&mut state.0)
+                    };
+                    run(batch);
+                }
+            });
+        }
+    }
 }
 
 /// One flow's commit, serialised by its caller.
@@ -92,6 +134,14 @@ struct PendingCommit {
     done: tokio::sync::oneshot::Sender<Result<Append, StoreError>>,
 }
 
+/// One commit's read of its flow ([`FlowLog::commit_base`]).
+#[derive(Debug)]
+struct PendingBase {
+    flow: FlowId,
+    op_ids: Vec<OpId>,
+    done: tokio::sync::oneshot::Sender<Result<Option<CommitBase>, StoreError>>,
+}
+
 impl SqliteBackend {
     /// Opens (creating if needed) the database file at `path`. Commits are fsynced
     /// (`synchronous = FULL`): an acknowledged op survives a power loss.
@@ -106,46 +156,59 @@ impl SqliteBackend {
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
             commits: Arc::default(),
+            bases: Arc::default(),
         })
     }
 
-    /// Writes waiting commits, transaction after transaction, until none wait.
-    fn write_commits(conn: &Mutex<Connection>, commits: &Mutex<Commits>) {
-        loop {
-            let batch = {
-                let mut commits = commits.lock().unwrap_or_else(|p| p.into_inner());
-                if commits.waiting.is_empty() {
-                    commits.writing = false;
-                    return;
+    /// Writes a batch of commits in one transaction.
+    fn write_commits(conn: &Mutex<Connection>, batch: Vec<PendingCommit>) {
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut results = Vec::with_capacity(batch.len());
+        let written = (|| -> Result<(), rusqlite::Error> {
+            let tx = conn.transaction()?;
+            for commit in &batch {
+                results.push(write_commit(&tx, commit)?);
+            }
+            tx.commit()
+        })();
+        drop(conn);
+        match written {
+            Ok(()) => {
+                for (commit, result) in batch.into_iter().zip(results) {
+                    let _ = commit.done.send(Ok(result));
                 }
-                std::mem::take(&mut commits.waiting)
-            };
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let mut results = Vec::with_capacity(batch.len());
-            let written = (|| -> Result<(), rusqlite::Error> {
-                let tx = conn.transaction()?;
-                for commit in &batch {
-                    results.push(write_commit(&tx, commit)?);
-                }
-                tx.commit()
-            })();
-            drop(conn);
-            match written {
-                Ok(()) => {
-                    for (commit, result) in batch.into_iter().zip(results) {
-                        let _ = commit.done.send(Ok(result));
-                    }
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    for commit in batch {
-                        let _ = commit
-                            .done
-                            .send(Err(StoreError::Unavailable(message.clone().into())));
-                    }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for commit in batch {
+                    let _ = commit
+                        .done
+                        .send(Err(StoreError::Unavailable(message.clone().into())));
                 }
             }
         }
+    }
+
+    /// Reads a batch of commit bases in one read transaction.
+    fn read_bases(conn: &Mutex<Connection>, batch: Vec<PendingBase>) {
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let message = e.to_string();
+                for base in batch {
+                    let _ = base
+                        .done
+                        .send(Err(StoreError::Unavailable(message.clone().into())));
+                }
+                return;
+            }
+        };
+        for base in batch {
+            let _ = base.done.send(commit_base(&tx, &base.flow, &base.op_ids));
+        }
+        // Read only: ending it cannot lose anything.
+        let _ = tx.commit();
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -248,7 +311,34 @@ fn snapshot(conn: &Connection, flow: &FlowId) -> Result<Option<Flow>, StoreError
     body.as_deref().map(parse).transpose()
 }
 
+/// A commit's read of its flow: the snapshot, the log past it and the entries of `op_ids`,
+/// in the caller's read transaction (the log read continues the snapshot read).
+fn commit_base(
+    tx: &rusqlite::Transaction<'_>,
+    flow: &FlowId,
+    op_ids: &[OpId],
+) -> Result<Option<CommitBase>, StoreError> {
+    let Some(snapshot) = snapshot(tx, flow)? else {
+        return Ok(None);
+    };
+    let log = log(tx, flow, snapshot.version, None, None)?;
+    let known = entries_by_op_id(tx, flow, op_ids)?;
+    Ok(Some(CommitBase {
+        snapshot,
+        log,
+        known,
+    }))
+}
+
+/// The log read of [`log`].
+const LOG: &str = "SELECT body FROM flow_log WHERE flow_id = ?1 AND version > ?2 AND version <= ?3 ORDER BY version LIMIT +?4";
+
 /// Log entries with `after < version ≤ upto`, in version order, at most `limit`.
+///
+/// Every bound limit in this file is written `LIMIT +?n`: with a bare `LIMIT ?n` SQLite's
+/// planner takes the bound value into account, so each new binding re-prepares the cached
+/// statement (it made the write path's log read ~3× dearer); `+?n` is an expression,
+/// planned once.
 fn log(
     conn: &Connection,
     flow: &FlowId,
@@ -258,7 +348,7 @@ fn log(
 ) -> Result<Vec<LogEntry>, StoreError> {
     entries(
         conn,
-        "SELECT body FROM flow_log WHERE flow_id = ?1 AND version > ?2 AND version <= ?3 ORDER BY version LIMIT ?4",
+        LOG,
         params![
             flow.as_str(),
             after as i64,
@@ -450,7 +540,7 @@ impl FlowLog for SqliteBackend {
         let after = after.map(|a| a.to_string()).unwrap_or_default();
         self.run(move |c| {
             let mut stmt =
-                c.prepare_cached("SELECT body FROM flows WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+                c.prepare_cached("SELECT body FROM flows WHERE id > ?1 ORDER BY id LIMIT +?2")?;
             let bodies = stmt
                 .query_map(params![after, limit as i64], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -580,23 +670,18 @@ impl FlowLog for SqliteBackend {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let (done, result) = tokio::sync::oneshot::channel();
-        let lead = {
-            let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-            commits.waiting.push(PendingCommit {
-                flow: flow.to_string(),
-                rows,
-                version: snapshot.version as i64,
-                body: json(snapshot)?,
-                from_version: from_version as i64,
-                checkpoint,
-                done,
-            });
-            !std::mem::replace(&mut commits.writing, true)
+        let commit = PendingCommit {
+            flow: flow.to_string(),
+            rows,
+            version: snapshot.version as i64,
+            body: json(snapshot)?,
+            from_version: from_version as i64,
+            checkpoint,
+            done,
         };
-        if lead {
-            let (conn, commits) = (self.conn.clone(), self.commits.clone());
-            tokio::task::spawn_blocking(move || Self::write_commits(&conn, &commits));
-        }
+        let conn = self.conn.clone();
+        self.commits
+            .push(commit, move |batch| Self::write_commits(&conn, batch));
         result
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?
@@ -630,23 +715,18 @@ impl FlowLog for SqliteBackend {
         flow: &FlowId,
         op_ids: &[OpId],
     ) -> Result<Option<CommitBase>, StoreError> {
-        let (id, op_ids) = (flow.clone(), op_ids.to_vec());
-        self.read(move |c| {
-            // One read transaction: the log read continues the snapshot read.
-            let tx = c.transaction()?;
-            let Some(snapshot) = snapshot(&tx, &id)? else {
-                return Ok(None);
-            };
-            let log = log(&tx, &id, snapshot.version, None, None)?;
-            let known = entries_by_op_id(&tx, &id, &op_ids)?;
-            tx.commit()?;
-            Ok(Some(CommitBase {
-                snapshot,
-                log,
-                known,
-            }))
-        })
-        .await
+        let (done, result) = tokio::sync::oneshot::channel();
+        let base = PendingBase {
+            flow: flow.clone(),
+            op_ids: op_ids.to_vec(),
+            done,
+        };
+        let reader = self.reader.clone();
+        self.bases
+            .push(base, move |batch| Self::read_bases(&reader, batch));
+        result
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?
     }
 
     async fn entries_by_actor(
@@ -659,7 +739,7 @@ impl FlowLog for SqliteBackend {
         self.read(move |c| {
             entries(
                 c,
-                "SELECT body FROM flow_log WHERE flow_id = ?1 AND actor_id = ?2 ORDER BY version DESC LIMIT ?3",
+                "SELECT body FROM flow_log WHERE flow_id = ?1 AND actor_id = ?2 ORDER BY version DESC LIMIT +?3",
                 params![id.as_str(), actor.as_str(), limit as i64],
             )
         })
@@ -808,7 +888,7 @@ impl Executions for SqliteBackend {
         let id = flow.clone();
         self.run(move |c| {
             let ids = c
-                .prepare_cached("SELECT id FROM executions WHERE flow_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2")?
+                .prepare_cached("SELECT id FROM executions WHERE flow_id = ?1 ORDER BY created_at DESC, id DESC LIMIT +?2")?
                 .query_map(params![id.as_str(), limit as i64], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             ids.iter()
@@ -828,7 +908,7 @@ impl Executions for SqliteBackend {
         );
         self.run(move |c| {
             c.prepare_cached(
-                "SELECT flow_id, id FROM executions WHERE status IN (?1, ?2) ORDER BY created_at, id LIMIT ?3",
+                "SELECT flow_id, id FROM executions WHERE status IN (?1, ?2) ORDER BY created_at, id LIMIT +?3",
             )?
             .query_map(params![queued, running, limit as i64], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -873,4 +953,30 @@ fn append_log(
         text
     ])?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    #[test]
+    fn a_log_read_is_planned_once_whatever_its_bounds() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let flow = FlowId::parse("f").unwrap();
+        for after in 0..5 {
+            log(
+                &conn,
+                &flow,
+                after,
+                Some(after + 10),
+                Some(after as usize + 1),
+            )
+            .unwrap();
+        }
+        let statement = conn.prepare_cached(LOG).unwrap();
+        assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+    }
 }
