@@ -166,10 +166,17 @@ impl SqliteBackend {
         let mut results = Vec::with_capacity(batch.len());
         let written = (|| -> Result<(), rusqlite::Error> {
             let tx = conn.transaction()?;
+            // A commit alone needs no savepoint (SQLite copies every page it first touches
+            // inside one): a lost race rolls the whole transaction back instead.
+            let alone = batch.len() == 1;
             for commit in &batch {
-                results.push(write_commit(&tx, commit)?);
+                results.push(write_commit(&tx, commit, !alone)?);
             }
-            tx.commit()
+            if alone && results[0] == Append::Race {
+                tx.rollback()
+            } else {
+                tx.commit()
+            }
         })();
         drop(conn);
         match written {
@@ -243,13 +250,17 @@ impl SqliteBackend {
     }
 }
 
-/// One commit in its own savepoint: its entries, then (when they won) its snapshot and
-/// checkpoint; a taken version or op id rolls back only this commit.
+/// One commit, in a savepoint of its own when others share its transaction: its entries,
+/// then (when they won) its snapshot and checkpoint. A taken version or op id rolls back
+/// its savepoint, or is left to the caller to roll back with the transaction.
 fn write_commit(
     tx: &rusqlite::Transaction<'_>,
     c: &PendingCommit,
+    savepoint: bool,
 ) -> Result<Append, rusqlite::Error> {
-    tx.execute_batch("SAVEPOINT one_commit")?;
+    if savepoint {
+        tx.prepare_cached("SAVEPOINT one_commit")?.execute([])?;
+    }
     let mut insert = tx.prepare_cached(
         "INSERT INTO flow_log (flow_id, version, op_id, actor_id, undo_of, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
@@ -257,7 +268,9 @@ fn write_commit(
         match insert.execute(params![c.flow, version, op_id, actor, undo_of, body]) {
             Ok(_) => {}
             Err(e) if is_constraint(&e) => {
-                tx.execute_batch("ROLLBACK TO one_commit; RELEASE one_commit")?;
+                if savepoint {
+                    tx.execute_batch("ROLLBACK TO one_commit; RELEASE one_commit")?;
+                }
                 return Ok(Append::Race);
             }
             Err(e) => return Err(e),
@@ -272,7 +285,9 @@ fn write_commit(
         )?
         .execute(params![c.flow, c.version, c.body])?;
     }
-    tx.execute_batch("RELEASE one_commit")?;
+    if savepoint {
+        tx.prepare_cached("RELEASE one_commit")?.execute([])?;
+    }
     Ok(Append::Done)
 }
 
