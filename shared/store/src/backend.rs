@@ -21,6 +21,18 @@ pub enum Append {
     Race,
 }
 
+/// What a commit's snapshot advance starts from ([`FlowLog::commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// The version of the snapshot the commit read (the log may have been past it).
+    Read(u64),
+    /// The flow's head as this process last committed it, not read again: the commit
+    /// loses with [`Append::Race`] unless the stored flow is still exactly at this
+    /// version, checked in the commit's own atomic write. Only for a backend whose
+    /// [`FlowLog::holds_heads`] is true; any other loses the race.
+    Held(u64),
+}
+
 /// A flow as a commit finds it ([`FlowLog::commit_base`]).
 #[derive(Debug)]
 pub struct CommitBase {
@@ -98,18 +110,22 @@ pub trait FlowLog: Send + Sync + std::fmt::Debug {
     async fn append(&self, flow: &FlowId, entries: &[LogEntry]) -> Result<Append, StoreError>;
 
     /// Steps 3 and 4 of one commit: [`append`](Self::append) the entries and, when they
-    /// won, [`advance`](Self::advance) the snapshot to `snapshot` from `from_version` and
-    /// store `snapshot` as a checkpoint when `checkpoint`. A backend may do all of it in
-    /// one durable write, and share that write between commits of several flows; the
-    /// entries are durable when this returns `Done`.
+    /// won, [`advance`](Self::advance) the snapshot to `snapshot` from `from` and store
+    /// `snapshot` as a checkpoint when `checkpoint`. A backend may do all of it in one
+    /// durable write, and share that write between commits of several flows; the entries
+    /// are durable when this returns `Done`.
     async fn commit(
         &self,
         flow: &FlowId,
         entries: &[LogEntry],
         snapshot: &Flow,
-        from_version: u64,
+        from: Base,
         checkpoint: bool,
     ) -> Result<Append, StoreError> {
+        let Base::Read(from_version) = from else {
+            // Not atomic here: a held head cannot be checked in the same write.
+            return Ok(Append::Race);
+        };
         if self.append(flow, entries).await? == Append::Race {
             return Ok(Append::Race);
         }
@@ -136,6 +152,15 @@ pub trait FlowLog: Send + Sync + std::fmt::Debug {
         flow: &FlowId,
         op_ids: &[OpId],
     ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// Whether a commit may start from a flow this process holds in memory instead of
+    /// [`commit_base`](Self::commit_base): true only where [`commit`](Self::commit)
+    /// writes the entries and the snapshot in one atomic write that can check the flow is
+    /// still at the held version ([`Base::Held`]) — there a duplicate op id or a moved
+    /// flow loses the race, and the commit is made again from a read.
+    fn holds_heads(&self) -> bool {
+        false
+    }
 
     /// What a commit starts from: the snapshot, the log past it, and the logged entries of
     /// `op_ids`. A backend may read them in one round trip (SQLite: one call on its reading

@@ -31,7 +31,7 @@ use flowsync_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use backend::{Append, Backend, CommitBase, Executions, FlowLog, NodeRunUpdate};
+pub use backend::{Append, Backend, Base, CommitBase, Executions, FlowLog, NodeRunUpdate};
 pub use error::StoreError;
 
 /// Write-path settings: how commits run and the canvas limits they enforce.
@@ -52,6 +52,11 @@ pub struct StoreConfig {
     /// Most ops that may wait for one flow's commit in a process; beyond, `503` with
     /// `Retry-After` (never unbounded memory).
     pub max_queued_ops: usize,
+    /// Flows whose state a process keeps after committing to them, so that their next
+    /// commit starts without reading the flow back (embedded SQLite only, where the
+    /// commit's own write checks the flow did not move; MongoDB always reads). Each holds
+    /// one canvas; beyond this many, one is let go. `0`: always read.
+    pub held_flows: usize,
     /// Canvas limits.
     pub limits: Limits,
 }
@@ -64,6 +69,7 @@ impl Default for StoreConfig {
             undo_depth: 100,
             max_group_ops: 1_000,
             max_queued_ops: 10_000,
+            held_flows: 1_024,
             limits: Limits::default(),
         }
     }
@@ -119,6 +125,7 @@ pub struct FlowPage {
 }
 
 /// A flow's state folded from its snapshot and any log lag.
+#[derive(Debug)]
 struct Loaded {
     canvas: Canvas,
     created_at: DateTime<Utc>,
@@ -134,6 +141,36 @@ pub struct Store {
     config: Arc<StoreConfig>,
     /// One commit at a time per flow within this process (see [`Store::commit`]).
     commit_locks: Arc<CommitLocks>,
+    /// Flows as this process last committed them ([`StoreConfig::held_flows`]).
+    heads: Arc<Heads>,
+}
+
+/// Flows as this process last committed them: a commit takes its flow's state out and puts
+/// the new state back once it is durable, so the next commit need not read it
+/// ([`Base::Held`]). Taken under the flow's commit lock; bounded.
+#[derive(Debug, Default)]
+struct Heads(std::sync::Mutex<HashMap<FlowId, Loaded>>);
+
+impl Heads {
+    fn take(&self, flow: &FlowId) -> Option<Loaded> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(flow)
+    }
+
+    fn put(&self, flow: &FlowId, loaded: Loaded, bound: usize) {
+        if bound == 0 {
+            return;
+        }
+        let mut heads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if heads.len() >= bound
+            && let Some(any) = heads.keys().next().cloned()
+        {
+            heads.remove(&any);
+        }
+        heads.insert(flow.clone(), loaded);
+    }
 }
 
 /// Which database a process uses (configuration).
@@ -213,6 +250,7 @@ impl Store {
             backend,
             config: Arc::new(config),
             commit_locks: Arc::default(),
+            heads: Arc::default(),
         })
     }
 
@@ -323,6 +361,9 @@ impl Store {
 
     /// Deletes a flow with its log and executions. False if it did not exist.
     pub async fn delete_flow(&self, id: &FlowId) -> Result<bool, StoreError> {
+        // No commit of this process is in flight meanwhile, nor holds the flow after.
+        let _turn = self.commit_locks.lock(id).await;
+        self.heads.take(id);
         self.backend.delete_flow(id).await
     }
 
@@ -372,11 +413,30 @@ impl Store {
         // race to each other and retry (a hot flow's retry storm). Races against other
         // processes are still settled by the log's unique index below.
         let _turn = self.commit_locks.lock(id).await;
+        let holds = self.backend.holds_heads() && self.config.held_flows > 0;
         for attempt in 1..=self.config.max_commit_attempts {
-            let (mut loaded, known) = self
-                .load_with(id, &op_ids)
-                .await?
-                .ok_or_else(|| StoreError::FlowNotFound(id.clone()))?;
+            // The flow as this process last committed it, when it holds it: no read. Its
+            // op ids are not looked up either: one already logged makes the write lose
+            // the race, and the next attempt reads.
+            let held = if holds && attempt == 1 {
+                self.heads.take(id)
+            } else {
+                None
+            };
+            let (mut loaded, known, base) = match held {
+                Some(loaded) => {
+                    let head = loaded.canvas.version();
+                    (loaded, vec![], Base::Held(head))
+                }
+                None => {
+                    let (loaded, known) = self
+                        .load_with(id, &op_ids)
+                        .await?
+                        .ok_or_else(|| StoreError::FlowNotFound(id.clone()))?;
+                    let base = Base::Read(loaded.snapshot_version);
+                    (loaded, known, base)
+                }
+            };
             // Entries of these op ids: from the log, then from this group as it applies.
             let mut known: HashMap<OpId, LogEntry> =
                 known.into_iter().map(|e| (e.op_id.clone(), e)).collect();
@@ -440,13 +500,25 @@ impl Store {
                 let checkpoint = group_start / every != flow.version / every;
                 let append = self
                     .backend
-                    .commit(id, &entries, &flow, loaded.snapshot_version, checkpoint)
+                    .commit(id, &entries, &flow, base, checkpoint)
                     .await?;
                 if append == Append::Race {
                     tracing::debug!(flow_id = %id, attempt, "lost the commit race; retrying");
-                    backoff(attempt).await;
+                    // A held head that lost met a logged op id or a move: read at once.
+                    if let Base::Read(_) = base {
+                        backoff(attempt).await;
+                    }
                     continue;
                 }
+                loaded.snapshot_version = flow.version;
+                loaded.updated_at = now;
+            } else if let Base::Held(_) = base {
+                // Nothing to write, so nothing checks the held copy was still the flow:
+                // refusals and replays are decided again on what is stored.
+                continue;
+            }
+            if holds {
+                self.heads.put(id, loaded, self.config.held_flows);
             }
             return Ok(outcomes);
         }

@@ -27,7 +27,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
 
 use crate::StoreError;
-use crate::backend::{Append, CommitBase, Executions, FlowLog, NodeRunUpdate, join_batches};
+use crate::backend::{Append, Base, CommitBase, Executions, FlowLog, NodeRunUpdate, join_batches};
 use crate::codec::{from_name, json, name, parse};
 
 const SCHEMA: &str = "
@@ -130,6 +130,8 @@ struct PendingCommit {
     version: i64,
     body: String,
     from_version: i64,
+    /// The flow must be exactly at `from_version` ([`Base::Held`]).
+    held: bool,
     checkpoint: bool,
     done: tokio::sync::oneshot::Sender<Result<Append, StoreError>>,
 }
@@ -276,9 +278,18 @@ fn write_commit(
             Err(e) => return Err(e),
         }
     }
-    // Zero rows: a later writer already folded these entries (DESIGN §4 step 4).
-    tx.prepare_cached("UPDATE flows SET version = ?1, body = ?2 WHERE id = ?3 AND version = ?4")?
+    // Zero rows: a later writer already folded these entries (DESIGN §4 step 4) — or, for
+    // a held head, the flow moved (or went) since this process committed it: the log rows
+    // just written are rolled back, and the commit is made again from a read.
+    let advanced = tx
+        .prepare_cached("UPDATE flows SET version = ?1, body = ?2 WHERE id = ?3 AND version = ?4")?
         .execute(params![c.version, c.body, c.flow, c.from_version])?;
+    if c.held && advanced == 0 {
+        if savepoint {
+            tx.execute_batch("ROLLBACK TO one_commit; RELEASE one_commit")?;
+        }
+        return Ok(Append::Race);
+    }
     if c.checkpoint {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO checkpoints (flow_id, version, body) VALUES (?1, ?2, ?3)",
@@ -669,9 +680,13 @@ impl FlowLog for SqliteBackend {
         flow: &FlowId,
         entries: &[LogEntry],
         snapshot: &Flow,
-        from_version: u64,
+        from: Base,
         checkpoint: bool,
     ) -> Result<Append, StoreError> {
+        let (from_version, held) = match from {
+            Base::Read(v) => (v, false),
+            Base::Held(v) => (v, true),
+        };
         let rows = entries
             .iter()
             .map(|e| {
@@ -691,6 +706,7 @@ impl FlowLog for SqliteBackend {
             version: snapshot.version as i64,
             body: json(snapshot)?,
             from_version: from_version as i64,
+            held,
             checkpoint,
             done,
         };
@@ -723,6 +739,12 @@ impl FlowLog for SqliteBackend {
         }
         let (id, op_ids) = (flow.clone(), op_ids.to_vec());
         self.read(move |c| entries_by_op_id(c, &id, &op_ids)).await
+    }
+
+    /// A commit writes its entries and advances the snapshot in one transaction, so the
+    /// snapshot is always the log's head, and a held head is checked where it is written.
+    fn holds_heads(&self) -> bool {
+        true
     }
 
     async fn commit_base(

@@ -141,6 +141,7 @@ conformance!(
     executions_lifecycle,
     concurrent_writers_leave_a_gap_free_log,
     a_group_commit_is_each_request_in_turn,
+    a_flow_held_in_memory_is_never_written_stale,
 );
 
 async fn flows_crud_and_pagination(place: &Place) {
@@ -307,6 +308,63 @@ async fn retried_op_ids_apply_once(place: &Place) {
         .await
         .unwrap();
     assert_eq!(out.applied.len(), 1);
+}
+
+/// A store keeps a flow it committed to and starts its next commit from it without a read
+/// (SQLite, `held_flows`): whatever changed the flow meanwhile — another handle's commit,
+/// a delete, a delete and a new flow of the same id — the next commit applies on what is
+/// stored, never on the stale copy.
+async fn a_flow_held_in_memory_is_never_written_stale(place: &Place) {
+    let store = place.open(StoreConfig::default()).await;
+    let other = place.open(StoreConfig::default()).await;
+    let f = new_flow(&store, "f").await;
+    store
+        .commit(&f, &request("u", vec![add("o1", "a")]))
+        .await
+        .unwrap();
+    // Another handle (another process) moves the flow on.
+    other
+        .commit(&f, &request("v", vec![add("o2", "b"), mv("o3", "a", 7)]))
+        .await
+        .unwrap();
+    let out = store
+        .commit(&f, &request("u", vec![mv("o4", "b", 9)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.applied[0].version, 4,
+        "on top of the other handle's ops"
+    );
+    let flow = store.get_flow(&f).await.unwrap().unwrap();
+    let x = |id: &str| {
+        flow.nodes
+            .iter()
+            .find(|n| n.id.as_str() == id)
+            .unwrap()
+            .position
+            .x
+    };
+    assert_eq!((flow.version, x("a"), x("b")), (4, 7.0, 9.0));
+    // An op id the other handle logged, sent to the store holding the flow: replayed.
+    let out = store
+        .commit(&f, &request("v", vec![add("o2", "b")]))
+        .await
+        .unwrap();
+    assert_eq!((out.applied.len(), out.replayed.len()), (0, 1));
+
+    // Deleted and made anew under the same id, by this store and by the other one.
+    for deleter in [&store, &other] {
+        assert!(deleter.delete_flow(&f).await.unwrap());
+        new_flow(deleter, "f").await;
+        let out = store
+            .commit(&f, &request("w", vec![add("n1", "fresh")]))
+            .await
+            .unwrap();
+        assert_eq!(out.applied[0].version, 1, "the new flow's first op");
+        let flow = store.get_flow(&f).await.unwrap().unwrap();
+        let ids: Vec<&str> = flow.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["fresh"]);
+    }
 }
 
 async fn time_travel_from_checkpoints(place: &Place) {
