@@ -25,6 +25,7 @@ use flowsync_protocol::{
 };
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter};
+use tokio::sync::oneshot;
 
 use crate::StoreError;
 use crate::backend::{Append, Base, CommitBase, Executions, FlowLog, NodeRunUpdate, join_batches};
@@ -70,21 +71,24 @@ pub struct SqliteBackend {
     /// they need not wait behind a transaction being written.
     reader: Arc<Mutex<Connection>>,
     /// Commits waiting for the next shared transaction.
-    commits: Arc<Batches<PendingCommit>>,
+    commits: Arc<Batches<PendingCommit, Append>>,
     /// Commit bases waiting for the next shared read.
-    bases: Arc<Batches<PendingBase>>,
+    bases: Arc<Batches<PendingBase, Option<CommitBase>>>,
 }
 
 /// Jobs for one connection, run in batches on the blocking pool: a job that arrives while
 /// a batch runs waits for the next one, so a burst of jobs (commits or reads of many
 /// flows) costs one thread handoff and one transaction, not one of each per job.
 #[derive(Debug)]
-struct Batches<J> {
-    /// Waiting jobs, and whether a blocking task is draining them.
-    state: Mutex<(Vec<J>, bool)>,
+struct Batches<J, T> {
+    /// Waiting jobs with where their results go, and whether a blocking task drains them.
+    state: Mutex<(Vec<Job<J, T>>, bool)>,
 }
 
-impl<J> Default for Batches<J> {
+/// A job and where its result goes.
+type Job<J, T> = (J, oneshot::Sender<Result<T, StoreError>>);
+
+impl<J, T> Default for Batches<J, T> {
     fn default() -> Self {
         Self {
             state: Mutex::new((Vec::new(), false)),
@@ -92,13 +96,19 @@ impl<J> Default for Batches<J> {
     }
 }
 
-impl<J: Send + 'static> Batches<J> {
-    /// Queues `job`; when no batch runs, starts a blocking task that hands `run` every
-    /// waiting job, batch after batch, until none wait.
-    fn push(self: &Arc<Self>, job: J, run: impl Fn(Vec<J>) + Send + 'static) {
+impl<J: Send + 'static, T: Send + 'static> Batches<J, T> {
+    /// Queues `job` and waits for its result. When no batch runs, starts a blocking task
+    /// that hands `run` every waiting job, batch after batch, until none wait; `run`
+    /// answers each job.
+    async fn run(
+        self: &Arc<Self>,
+        job: J,
+        run: impl Fn(Vec<Job<J, T>>) + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (done, result) = oneshot::channel();
         let lead = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.0.push(job);
+            state.0.push((job, done));
             !std::mem::replace(&mut state.1, true)
         };
         if lead {
@@ -117,6 +127,9 @@ impl<J: Send + 'static> Batches<J> {
                 }
             });
         }
+        result
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?
     }
 }
 
@@ -133,7 +146,6 @@ struct PendingCommit {
     /// The flow must be exactly at `from_version` ([`Base::Held`]).
     held: bool,
     checkpoint: bool,
-    done: tokio::sync::oneshot::Sender<Result<Append, StoreError>>,
 }
 
 /// One commit's read of its flow ([`FlowLog::commit_base`]).
@@ -141,7 +153,6 @@ struct PendingCommit {
 struct PendingBase {
     flow: FlowId,
     op_ids: Vec<OpId>,
-    done: tokio::sync::oneshot::Sender<Result<Option<CommitBase>, StoreError>>,
 }
 
 impl SqliteBackend {
@@ -163,7 +174,7 @@ impl SqliteBackend {
     }
 
     /// Writes a batch of commits in one transaction.
-    fn write_commits(conn: &Mutex<Connection>, batch: Vec<PendingCommit>) {
+    fn write_commits(conn: &Mutex<Connection>, batch: Vec<Job<PendingCommit, Append>>) {
         let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut results = Vec::with_capacity(batch.len());
         let written = (|| -> Result<(), rusqlite::Error> {
@@ -171,7 +182,7 @@ impl SqliteBackend {
             // A commit alone needs no savepoint (SQLite copies every page it first touches
             // inside one): a lost race rolls the whole transaction back instead.
             let alone = batch.len() == 1;
-            for commit in &batch {
+            for (commit, _) in &batch {
                 results.push(write_commit(&tx, commit, !alone)?);
             }
             if alone && results[0] == Append::Race {
@@ -183,38 +194,23 @@ impl SqliteBackend {
         drop(conn);
         match written {
             Ok(()) => {
-                for (commit, result) in batch.into_iter().zip(results) {
-                    let _ = commit.done.send(Ok(result));
+                for ((_, done), result) in batch.into_iter().zip(results) {
+                    let _ = done.send(Ok(result));
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                for commit in batch {
-                    let _ = commit
-                        .done
-                        .send(Err(StoreError::Unavailable(message.clone().into())));
-                }
-            }
+            Err(e) => fail(batch, &e),
         }
     }
 
     /// Reads a batch of commit bases in one read transaction.
-    fn read_bases(conn: &Mutex<Connection>, batch: Vec<PendingBase>) {
+    fn read_bases(conn: &Mutex<Connection>, batch: Vec<Job<PendingBase, Option<CommitBase>>>) {
         let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = match conn.transaction() {
             Ok(tx) => tx,
-            Err(e) => {
-                let message = e.to_string();
-                for base in batch {
-                    let _ = base
-                        .done
-                        .send(Err(StoreError::Unavailable(message.clone().into())));
-                }
-                return;
-            }
+            Err(e) => return fail(batch, &e),
         };
-        for base in batch {
-            let _ = base.done.send(commit_base(&tx, &base.flow, &base.op_ids));
+        for (base, done) in batch {
+            let _ = done.send(commit_base(&tx, &base.flow, &base.op_ids));
         }
         // Read only: ending it cannot lose anything.
         let _ = tx.commit();
@@ -249,6 +245,14 @@ impl SqliteBackend {
         })
         .await
         .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+    }
+}
+
+/// Answers every job of a batch whose transaction failed with `e`.
+fn fail<J, T>(batch: Vec<Job<J, T>>, e: &rusqlite::Error) {
+    let message = e.to_string();
+    for (_, done) in batch {
+        let _ = done.send(Err(StoreError::Unavailable(message.clone().into())));
     }
 }
 
@@ -699,7 +703,6 @@ impl FlowLog for SqliteBackend {
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let (done, result) = tokio::sync::oneshot::channel();
         let commit = PendingCommit {
             flow: flow.to_string(),
             rows,
@@ -708,14 +711,11 @@ impl FlowLog for SqliteBackend {
             from_version: from_version as i64,
             held,
             checkpoint,
-            done,
         };
         let conn = self.conn.clone();
         self.commits
-            .push(commit, move |batch| Self::write_commits(&conn, batch));
-        result
+            .run(commit, move |batch| Self::write_commits(&conn, batch))
             .await
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?
     }
 
     async fn log(
@@ -752,18 +752,14 @@ impl FlowLog for SqliteBackend {
         flow: &FlowId,
         op_ids: &[OpId],
     ) -> Result<Option<CommitBase>, StoreError> {
-        let (done, result) = tokio::sync::oneshot::channel();
         let base = PendingBase {
             flow: flow.clone(),
             op_ids: op_ids.to_vec(),
-            done,
         };
         let reader = self.reader.clone();
         self.bases
-            .push(base, move |batch| Self::read_bases(&reader, batch));
-        result
+            .run(base, move |batch| Self::read_bases(&reader, batch))
             .await
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?
     }
 
     async fn entries_by_actor(
