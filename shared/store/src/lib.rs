@@ -111,7 +111,8 @@ pub struct CommitOutcome {
     pub refused: Vec<Conflict>,
     /// The flow's version before this commit's ops.
     pub prev_version: u64,
-    /// Commit attempts it took (1 without contention).
+    /// Commit attempts it took (1 without contention): races lost to other writers, plus
+    /// one.
     pub attempts: u32,
 }
 
@@ -414,6 +415,8 @@ impl Store {
         // processes are still settled by the log's unique index below.
         let _turn = self.commit_locks.lock(id).await;
         let holds = self.backend.holds_heads() && self.config.held_flows > 0;
+        // Races lost after a read (a held copy that must be read again is not one).
+        let mut lost = 0;
         for attempt in 1..=self.config.max_commit_attempts {
             // The flow as this process last committed it, when it holds it: no read. Its
             // op ids are not looked up either: one already logged makes the write lose
@@ -475,7 +478,7 @@ impl Store {
                 );
                 let mut outcome = CommitOutcome {
                     prev_version,
-                    attempts: attempt,
+                    attempts: lost + 1,
                     ..CommitOutcome::default()
                 };
                 for (op, o) in request.ops.iter().zip(result.outcomes) {
@@ -506,7 +509,8 @@ impl Store {
                     tracing::debug!(flow_id = %id, attempt, "lost the commit race; retrying");
                     // A held head that lost met a logged op id or a move: read at once.
                     if let Base::Read(_) = base {
-                        backoff(attempt).await;
+                        lost += 1;
+                        backoff(lost).await;
                     }
                     continue;
                 }
