@@ -1,6 +1,7 @@
 //! Building and running the service: `Application::build` binds (port 0 in tests),
 //! `run_until_stopped` serves.
 
+use std::borrow::Cow;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -148,7 +149,11 @@ impl<E: Fn(&mut web::ServiceConfig) + Clone + Send + 'static> AppFactory<E> {
         App::new()
             // Counts every response by route pattern (not raw path: bounded labels).
             .wrap_fn(move |req, srv| {
-                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let route: Cow<'static, str> = match routes::documented_pattern(req.path()) {
+                    Some(pattern) => pattern.into(),
+                    // Pages and the one binary's own routes (rare): actix's resource map.
+                    None => req.match_pattern().map_or("unmatched".into(), Cow::Owned),
+                };
                 // Any method is a label value a client picks: unknown ones are one value.
                 let method = method_label(req.method());
                 // A span per request, continuing the caller's trace (W3C `traceparent`).
@@ -172,7 +177,7 @@ impl<E: Fn(&mut web::ServiceConfig) + Clone + Send + 'static> AppFactory<E> {
                     tracing::Span::current().record("http.status", response.status().as_u16());
                     metrics
                         .requests
-                        .with_label_values(&[route.as_str(), method, response.status().as_str()])
+                        .with_label_values(&[&*route, method, response.status().as_str()])
                         .inc();
                     Ok(response)
                 }
