@@ -417,7 +417,8 @@ impl Store {
         let holds = self.backend.holds_heads() && self.config.held_flows > 0;
         // Races lost after a read (a held copy that must be read again is not one).
         let mut lost = 0;
-        for attempt in 1..=self.config.max_commit_attempts {
+        // A held copy's attempt is not one of the reads `max_commit_attempts` counts.
+        for attempt in 1..=self.config.max_commit_attempts + u32::from(holds) {
             // The flow as this process last committed it, when it holds it: no read. Its
             // op ids are not looked up either: one already logged makes the write lose
             // the race, and the next attempt reads.
@@ -497,6 +498,16 @@ impl Store {
                 outcome.applied = result.entries;
                 outcomes.push(outcome);
             }
+            // On a held copy an op already logged is not known: applied again, its write
+            // loses on the op id key; refused (a stale `If-Match`, a node it added, a batch
+            // stopped before it), nothing would check it. So a held copy's refusals — and
+            // a group that writes nothing, which no write checks — are decided again on
+            // what is stored.
+            if let Base::Held(_) = base
+                && (entries.is_empty() || outcomes.iter().any(|o| !o.refused.is_empty()))
+            {
+                continue;
+            }
             if !entries.is_empty() {
                 let flow = loaded.canvas.to_flow(loaded.created_at, now);
                 let every = self.config.snapshot_every.max(1);
@@ -516,10 +527,6 @@ impl Store {
                 }
                 loaded.snapshot_version = flow.version;
                 loaded.updated_at = now;
-            } else if let Base::Held(_) = base {
-                // Nothing to write, so nothing checks the held copy was still the flow:
-                // refusals and replays are decided again on what is stored.
-                continue;
             }
             if holds {
                 self.heads.put(id, loaded, self.config.held_flows);

@@ -33,7 +33,7 @@ use crate::codec::{from_name, json, name, parse};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS flows (
-    id TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);
+    id TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL, created_at TEXT);
 CREATE TABLE IF NOT EXISTS flow_log (
     flow_id TEXT NOT NULL, version INTEGER NOT NULL, op_id TEXT NOT NULL, actor_id TEXT NOT NULL,
     undo_of INTEGER, body TEXT NOT NULL,
@@ -59,9 +59,13 @@ CREATE TABLE IF NOT EXISTS execution_logs (
     PRIMARY KEY (execution_id, node_id, first_index, log_index));
 ";
 
-/// Databases made before `log_index` existed gain it.
-const ADD_LOG_INDEX: &str =
-    "ALTER TABLE execution_nodes ADD COLUMN log_index INTEGER NOT NULL DEFAULT 0";
+/// Columns that databases made before them gain at start: `(table, column, definition)`.
+/// `flows.created_at` tells a flow from a new one made under the same id (a held head's
+/// check); rows made before it hold `NULL` until their next commit from a read.
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("execution_nodes", "log_index", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "created_at", "TEXT"),
+];
 
 /// The SQLite backend.
 #[derive(Debug, Clone)]
@@ -140,9 +144,10 @@ struct PendingCommit {
     flow: String,
     /// `(version, op_id, actor_id, undo_of, body)` per entry.
     rows: Vec<(i64, String, String, Option<i64>, String)>,
-    /// The snapshot's version and body.
+    /// The snapshot's version, body and creation time.
     version: i64,
     body: String,
+    created_at: String,
     from_version: i64,
     /// The flow must be exactly at `from_version` ([`Base::Held`]).
     held: bool,
@@ -284,11 +289,21 @@ fn write_commit(
         }
     }
     // Zero rows: a later writer already folded these entries (DESIGN §4 step 4) — or, for
-    // a held head, the flow moved (or went) since this process committed it: the log rows
-    // just written are rolled back, and the commit is made again from a read.
-    let advanced = tx
-        .prepare_cached("UPDATE flows SET version = ?1, body = ?2 WHERE id = ?3 AND version = ?4")?
-        .execute(params![c.version, c.body, c.flow, c.from_version])?;
+    // a held head, the flow moved, went, or is a new one under the same id since this
+    // process committed it: the log rows just written are rolled back, and the commit is
+    // made again from a read.
+    let advance = if c.held {
+        "UPDATE flows SET version = ?1, body = ?2, created_at = ?5 WHERE id = ?3 AND version = ?4 AND created_at = ?5"
+    } else {
+        "UPDATE flows SET version = ?1, body = ?2, created_at = ?5 WHERE id = ?3 AND version = ?4"
+    };
+    let advanced = tx.prepare_cached(advance)?.execute(params![
+        c.version,
+        c.body,
+        c.flow,
+        c.from_version,
+        c.created_at
+    ])?;
     if c.held && advanced == 0 {
         if savepoint {
             tx.execute_batch("ROLLBACK TO one_commit; RELEASE one_commit")?;
@@ -525,13 +540,15 @@ impl FlowLog for SqliteBackend {
     async fn init(&self) -> Result<(), StoreError> {
         self.run(|c| {
             c.execute_batch(SCHEMA)?;
-            let has_index = c
-                .prepare(
-                    "SELECT 1 FROM pragma_table_info('execution_nodes') WHERE name = 'log_index'",
-                )?
-                .exists([])?;
-            if !has_index {
-                c.execute_batch(ADD_LOG_INDEX)?;
+            for (table, column, definition) in ADDED_COLUMNS {
+                let present = c
+                    .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+                    .exists([table, column])?;
+                if !present {
+                    c.execute_batch(&format!(
+                        "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                    ))?;
+                }
             }
             Ok(())
         })
@@ -544,7 +561,7 @@ impl FlowLog for SqliteBackend {
     }
 
     async fn insert_flow(&self, flow: &Flow) -> Result<(), StoreError> {
-        let (id, body) = (flow.id.clone(), json(flow)?);
+        let (id, body, created_at) = (flow.id.clone(), json(flow)?, time(flow.created_at));
         self.run(move |c| {
             let tx = c.transaction()?;
             let exists = tx
@@ -559,8 +576,8 @@ impl FlowLog for SqliteBackend {
             tx.execute("DELETE FROM flow_log WHERE flow_id = ?1", [id.as_str()])?;
             tx.execute("DELETE FROM checkpoints WHERE flow_id = ?1", [id.as_str()])?;
             tx.execute(
-                "INSERT INTO flows (id, version, body) VALUES (?1, 0, ?2)",
-                params![id.as_str(), body],
+                "INSERT INTO flows (id, version, body, created_at) VALUES (?1, 0, ?2, ?3)",
+                params![id.as_str(), body, created_at],
             )?;
             tx.commit()?;
             Ok(())
@@ -719,6 +736,7 @@ impl FlowLog for SqliteBackend {
             rows,
             version: snapshot.version as i64,
             body: json(snapshot)?,
+            created_at: time(snapshot.created_at),
             from_version: from_version as i64,
             held,
             checkpoint,
@@ -1019,6 +1037,31 @@ mod tests {
         }
         let statement = conn.prepare_cached(LOG).unwrap();
         assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+    }
+
+    #[tokio::test]
+    async fn a_database_made_before_gains_the_added_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE flows (id TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);
+                 CREATE TABLE execution_nodes (execution_id TEXT NOT NULL, node_id TEXT NOT NULL,
+                   position INTEGER NOT NULL, status TEXT NOT NULL, output TEXT, error TEXT,
+                   log TEXT NOT NULL DEFAULT '', PRIMARY KEY (execution_id, node_id));",
+            )
+            .unwrap();
+        SqliteBackend::open(&path).unwrap().init().await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        for (table, column, _) in ADDED_COLUMNS {
+            let present = conn
+                .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")
+                .unwrap()
+                .exists([table, column])
+                .unwrap();
+            assert!(present, "{table}.{column}");
+        }
     }
 
     #[test]

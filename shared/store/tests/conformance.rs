@@ -312,8 +312,8 @@ async fn retried_op_ids_apply_once(place: &Place) {
 
 /// A store keeps a flow it committed to and starts its next commit from it without a read
 /// (SQLite, `held_flows`): whatever changed the flow meanwhile — another handle's commit,
-/// a delete, a delete and a new flow of the same id — the next commit applies on what is
-/// stored, never on the stale copy.
+/// an op retried after its answer was lost, a delete, a new flow under the same id even at
+/// the same version — the next commit applies on what is stored, never on the stale copy.
 async fn a_flow_held_in_memory_is_never_written_stale(place: &Place) {
     let store = place.open(StoreConfig::default()).await;
     let other = place.open(StoreConfig::default()).await;
@@ -323,10 +323,11 @@ async fn a_flow_held_in_memory_is_never_written_stale(place: &Place) {
         .await
         .unwrap();
     // Another handle (another process) moves the flow on.
-    other
-        .commit(&f, &request("v", vec![add("o2", "b"), mv("o3", "a", 7)]))
-        .await
-        .unwrap();
+    let theirs = CommitRequest {
+        if_match: Some(1),
+        ..request("v", vec![add("o2", "b"), mv("o3", "a", 7)])
+    };
+    other.commit(&f, &theirs).await.unwrap();
     let out = store
         .commit(&f, &request("u", vec![mv("o4", "b", 9)]))
         .await
@@ -345,26 +346,49 @@ async fn a_flow_held_in_memory_is_never_written_stale(place: &Place) {
             .x
     };
     assert_eq!((flow.version, x("a"), x("b")), (4, 7.0, 9.0));
-    // An op id the other handle logged, sent to the store holding the flow: replayed.
+
+    // Requests retried after their answers were lost, sent to the store that holds the
+    // flow: one that would apply again on the copy (a move); one that the copy would
+    // refuse (an add of a node that exists, an If-Match long past), in a group with a
+    // request that writes. Both are replays, with their first versions.
     let out = store
-        .commit(&f, &request("v", vec![add("o2", "b")]))
+        .commit(&f, &request("u", vec![mv("o4", "b", 9)]))
         .await
         .unwrap();
     assert_eq!((out.applied.len(), out.replayed.len()), (0, 1));
+    assert_eq!((out.replayed[0].version, out.attempts), (4, 1));
+    let outs = store
+        .commit_group(&f, &[theirs, request("w", vec![add("o6", "c")])])
+        .await
+        .unwrap();
+    assert!(outs[0].refused.is_empty(), "{:?}", outs[0].refused);
+    let versions: Vec<u64> = outs[0].replayed.iter().map(|e| e.version).collect();
+    assert_eq!((versions, outs[0].applied.len()), (vec![2, 3], 0));
+    assert_eq!(outs[1].applied[0].version, 5);
 
-    // Deleted and made anew under the same id, by this store and by the other one.
-    for deleter in [&store, &other] {
-        assert!(deleter.delete_flow(&f).await.unwrap());
-        new_flow(deleter, "f").await;
-        let out = store
-            .commit(&f, &request("w", vec![add("n1", "fresh")]))
-            .await
-            .unwrap();
-        assert_eq!(out.applied[0].version, 1, "the new flow's first op");
-        let flow = store.get_flow(&f).await.unwrap().unwrap();
-        let ids: Vec<&str> = flow.nodes.iter().map(|n| n.id.as_str()).collect();
-        assert_eq!(ids, ["fresh"]);
-    }
+    // Deleted and made anew under the same id, by this store and by the other one; the
+    // other one brings the new flow to the very version this store holds.
+    assert!(store.delete_flow(&f).await.unwrap());
+    new_flow(&store, "f").await;
+    store
+        .commit(&f, &request("w", vec![add("n1", "first")]))
+        .await
+        .unwrap();
+    assert!(other.delete_flow(&f).await.unwrap());
+    new_flow(&other, "f").await;
+    other
+        .commit(&f, &request("x", vec![add("n2", "second")]))
+        .await
+        .unwrap();
+    let out = store
+        .commit(&f, &request("w", vec![add("n3", "third")]))
+        .await
+        .unwrap();
+    assert_eq!(out.applied[0].version, 2, "after the other handle's op");
+    let flow = store.get_flow(&f).await.unwrap().unwrap();
+    let ids: Vec<&str> = flow.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["second", "third"]);
+    assert_eq!(flow.version, 2);
 }
 
 async fn time_travel_from_checkpoints(place: &Place) {
