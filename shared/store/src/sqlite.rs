@@ -128,7 +128,9 @@ impl<J: Send + 'static, T: Send + 'static> Batches<J, T> {
                         }
                         std::mem::take(&mut state.0)
                     };
-                    run(batch);
+                    // Should `run` panic, its batch's waiters see their senders dropped
+                    // and the jobs queued meanwhile still run.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(batch)));
                 }
             });
         }
@@ -1037,6 +1039,26 @@ mod tests {
         }
         let statement = conn.prepare_cached(LOG).unwrap();
         assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_fails_its_jobs_and_the_next_ones_still_run() {
+        let batches: Arc<Batches<u32, u32>> = Arc::default();
+        let run = |batch: Vec<Job<u32, u32>>| {
+            for (n, done) in batch {
+                assert_ne!(n, 0, "a job that panics its batch");
+                let _ = done.send(Ok(n * 2));
+            }
+        };
+        // The next job is queued as soon as the first fails: often while the drainer is
+        // still unwinding, so it must go on draining rather than leave the job queued.
+        // (A deadline, not a timing: a job left queued would wait forever.)
+        let deadline = std::time::Duration::from_secs(30);
+        for _ in 0..50 {
+            assert!(batches.run(0, run).await.is_err());
+            let next = tokio::time::timeout(deadline, batches.run(21, run)).await;
+            assert_eq!(next.expect("the next job ran").unwrap(), 42);
+        }
     }
 
     #[tokio::test]
