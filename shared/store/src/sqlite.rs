@@ -6,7 +6,8 @@
 //!
 //! Commits share transactions: a commit that arrives while another is being written waits
 //! and goes into the next transaction with every other waiting commit, of any flow, each
-//! in a savepoint of its own (a lost race rolls back only its own). One fsync then makes a
+//! in a savepoint of its own when there are several (a lost race rolls back only its own;
+//! a commit alone rolls back the transaction). One fsync then makes a
 //! whole batch durable (`synchronous = FULL`), which is what lifts commits past the disk's
 //! fsync rate when many flows are written at once. The write path's reads (a commit's
 //! snapshot, log and op ids) are batched the same way on the second connection: one
@@ -281,12 +282,7 @@ fn write_commit(
     for (version, op_id, actor, undo_of, body) in &c.rows {
         match insert.execute(params![c.flow, version, op_id, actor, undo_of, body]) {
             Ok(_) => {}
-            Err(e) if is_constraint(&e) => {
-                if savepoint {
-                    tx.execute_batch("ROLLBACK TO one_commit; RELEASE one_commit")?;
-                }
-                return Ok(Append::Race);
-            }
+            Err(e) if is_constraint(&e) => return lose(tx, savepoint),
             Err(e) => return Err(e),
         }
     }
@@ -307,10 +303,7 @@ fn write_commit(
         c.created_at
     ])?;
     if c.held && advanced == 0 {
-        if savepoint {
-            tx.execute_batch("ROLLBACK TO one_commit; RELEASE one_commit")?;
-        }
-        return Ok(Append::Race);
+        return lose(tx, savepoint);
     }
     if c.checkpoint {
         tx.prepare_cached(
@@ -322,6 +315,15 @@ fn write_commit(
         tx.prepare_cached("RELEASE one_commit")?.execute([])?;
     }
     Ok(Append::Done)
+}
+
+/// A commit that lost the race: its savepoint rolled back, or without one the whole
+/// transaction left for the caller to roll back.
+fn lose(tx: &rusqlite::Transaction<'_>, savepoint: bool) -> Result<Append, rusqlite::Error> {
+    if savepoint {
+        tx.execute_batch("ROLLBACK TO one_commit; RELEASE one_commit")?;
+    }
+    Ok(Append::Race)
 }
 
 fn time(t: DateTime<Utc>) -> String {
