@@ -68,6 +68,15 @@ const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
     ("flows", "created_at", "TEXT"),
 ];
 
+/// WAL pages after which a commit copies the log back into the database (SQLite's default
+/// is 1,000). A checkpoint writes each page the log holds once, however often commits
+/// rewrote it, and fsyncs the database: with many flows written at once a commit dirties
+/// a few index pages per flow, so 1,000 pages meant a checkpoint every few dozen commits,
+/// and the writer spent more time copying pages than committing (100 flows, paired runs:
+/// 16.0–17.5k ops/s at 1,000 pages, 21.3–24.4k at 10,000; BENCHMARKS.md "Ops"). The log file grows to
+/// about 40 MiB (4 KiB pages) and is reused from its start after each checkpoint.
+const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+
 /// The SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteBackend {
@@ -172,6 +181,7 @@ impl SqliteBackend {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         let reader = Connection::open(path)?;
         reader.busy_timeout(Duration::from_secs(10))?;
         Ok(Self {
@@ -1041,6 +1051,17 @@ mod tests {
         }
         let statement = conn.prepare_cached(LOG).unwrap();
         assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+    }
+
+    #[test]
+    fn the_writer_checkpoints_the_log_at_its_own_size_and_commits_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(&dir.path().join("s.db")).unwrap();
+        let conn = backend.conn.lock().unwrap();
+        let pragma =
+            |name: &str| -> i64 { conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
+        assert_eq!(pragma("wal_autocheckpoint"), WAL_CHECKPOINT_PAGES);
+        assert_eq!(pragma("synchronous"), 2, "FULL");
     }
 
     #[tokio::test]
