@@ -23,6 +23,10 @@ use flowsync_store::StoreBackend;
 use flowsync_store::mongo::MongoConfig;
 use serde_json::json;
 
+/// The binaries' allocator (services/api/src/main.rs), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

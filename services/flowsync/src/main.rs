@@ -5,6 +5,11 @@ use clap::Parser;
 use flowsync::System;
 use flowsync::config::Cli;
 
+/// mimalloc: the write path allocates per op (request, ops, events) from many threads,
+/// where glibc's malloc spent a quarter of the CPU at 100 flows (BENCHMARKS.md "Ops").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -18,6 +18,10 @@ use flowsync_protocol::{ClientId, EventBody, FlowId, Op, OpsRequest};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+/// The binaries' allocator (services/api/src/main.rs), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<u64> = std::env::args()
