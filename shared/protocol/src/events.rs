@@ -13,7 +13,7 @@ use crate::model::{Actor, Data, Edge, Node};
 use crate::ops::{FieldPath, Op};
 
 /// One event as it travels on the bus and in an SSE `data:` line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Event {
     /// The event's type and type-specific data: `"type"` and `"data"` on the wire.
     #[serde(flatten)]
@@ -32,6 +32,98 @@ pub struct Event {
     /// the gateway continues the trace from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+}
+
+/// Read field by field: derived, the flattened body would make serde buffer every event
+/// whole before parsing it again (a fifth of a Rust client's CPU under fan-out;
+/// BENCHMARKS.md "The one binary"). `data` is parsed straight into its type's struct when
+/// `type` came first, as every flowsync server writes it; otherwise it is buffered.
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EventVisitor)
+    }
+}
+
+struct EventVisitor;
+
+/// An event's keys, read without allocating; others are skipped.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum EventField {
+    Type,
+    Data,
+    FlowId,
+    Seq,
+    Ts,
+    Actor,
+    Traceparent,
+    #[serde(other)]
+    Other,
+}
+
+/// An event's `type`, read without allocating.
+struct TypeName(EventType);
+
+impl<'de> Deserialize<'de> for TypeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = TypeName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event type")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<TypeName, E> {
+                EventType::from_str(name).map(TypeName).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EventVisitor {
+    type Value = Event;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+        use serde::de::Error;
+        let (mut kind, mut body, mut early_data) = (None, None, None);
+        let (mut flow_id, mut seq, mut ts, mut actor, mut traceparent) =
+            (None, None, None, None, None);
+        while let Some(key) = map.next_key::<EventField>()? {
+            match key {
+                EventField::Type => kind = Some(map.next_value::<TypeName>()?.0),
+                EventField::Data => match kind {
+                    Some(kind) => body = Some(EventBody::next_from(kind, &mut map)?),
+                    None => early_data = Some(map.next_value::<serde_json::Value>()?),
+                },
+                EventField::FlowId => flow_id = Some(map.next_value()?),
+                EventField::Seq => seq = map.next_value()?,
+                EventField::Ts => ts = Some(map.next_value()?),
+                EventField::Actor => actor = Some(map.next_value()?),
+                EventField::Traceparent => traceparent = map.next_value()?,
+                EventField::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let kind = kind.ok_or_else(|| A::Error::missing_field("type"))?;
+        let body = match (body, early_data) {
+            (Some(body), _) => body,
+            (None, Some(data)) => EventBody::from_data(kind, data).map_err(A::Error::custom)?,
+            (None, None) => return Err(A::Error::missing_field("data")),
+        };
+        Ok(Event {
+            body,
+            flow_id: flow_id.ok_or_else(|| A::Error::missing_field("flow_id"))?,
+            seq,
+            ts: ts.ok_or_else(|| A::Error::missing_field("ts"))?,
+            actor: actor.ok_or_else(|| A::Error::missing_field("actor"))?,
+            traceparent,
+        })
+    }
 }
 
 impl Event {
@@ -154,6 +246,40 @@ pub enum EventBody {
     /// The flow was deleted.
     #[serde(rename = "FLOW_DELETED")]
     FlowDeleted(FlowDeleted),
+}
+
+impl EventBody {
+    /// The body of type `kind` from the map's next value (an event's `data`).
+    fn next_from<'de, A: serde::de::MapAccess<'de>>(
+        kind: EventType,
+        map: &mut A,
+    ) -> Result<Self, A::Error> {
+        Ok(match kind {
+            EventType::Ready => Self::Ready(map.next_value()?),
+            EventType::SyncCanvas => Self::SyncCanvas(map.next_value()?),
+            EventType::Conflict => Self::Conflict(map.next_value()?),
+            EventType::ExecutionUpdate => Self::ExecutionUpdate(map.next_value()?),
+            EventType::LogStream => Self::LogStream(map.next_value()?),
+            EventType::Presence => Self::Presence(map.next_value()?),
+            EventType::Resync => Self::Resync(map.next_value()?),
+            EventType::FlowDeleted => Self::FlowDeleted(map.next_value()?),
+        })
+    }
+
+    /// The body of type `kind` from `data` read before the event's `type`.
+    fn from_data(kind: EventType, data: serde_json::Value) -> serde_json::Result<Self> {
+        use serde_json::from_value;
+        Ok(match kind {
+            EventType::Ready => Self::Ready(from_value(data)?),
+            EventType::SyncCanvas => Self::SyncCanvas(from_value(data)?),
+            EventType::Conflict => Self::Conflict(from_value(data)?),
+            EventType::ExecutionUpdate => Self::ExecutionUpdate(from_value(data)?),
+            EventType::LogStream => Self::LogStream(from_value(data)?),
+            EventType::Presence => Self::Presence(from_value(data)?),
+            EventType::Resync => Self::Resync(from_value(data)?),
+            EventType::FlowDeleted => Self::FlowDeleted(from_value(data)?),
+        })
+    }
 }
 
 impl EventBody {

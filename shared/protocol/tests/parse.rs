@@ -216,6 +216,55 @@ fn events_have_the_documented_shape() {
 }
 
 #[test]
+fn events_parse_whatever_the_order_of_their_keys() {
+    let text = r#"{"type":"SYNC_CANVAS","flow_id":"f1","seq":9,"ts":"2026-01-02T03:04:05Z",
+        "actor":{"id":"u1","kind":"agent","name":"Bot"},"traceparent":"00-x",
+        "data":{"prev_version":4,"version":5,"client_id":"tab-1","ops":[]}}"#;
+    let event: Event = serde_json::from_str(text).unwrap();
+    assert_eq!(event.event_type(), EventType::SyncCanvas);
+    assert_eq!(
+        (event.seq, event.traceparent.as_deref()),
+        (Some(9), Some("00-x"))
+    );
+    assert!(matches!(&event.body, EventBody::SyncCanvas(s) if s.version == 5));
+    // Serialised again and read back, as the SDK reads an SSE `data:` line.
+    let again: Event = serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+    assert_eq!(again, event);
+
+    // `data` before `type` (not what flowsync writes, but JSON keys have no order), keys
+    // it does not know, an event without `seq`.
+    let mut reordered: serde_json::Map<String, Value> = serde_json::Map::new();
+    let value = serde_json::to_value(&event).unwrap();
+    reordered.insert("future_field".into(), json!({"a": [1]}));
+    reordered.insert("data".into(), value["data"].clone());
+    for (k, v) in value.as_object().unwrap() {
+        if k != "data" && k != "seq" {
+            reordered.insert(k.clone(), v.clone());
+        }
+    }
+    let text = serde_json::to_string(&reordered).unwrap();
+    assert!(text.find("\"data\"").unwrap() < text.find("\"type\"").unwrap());
+    let back: Event = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, Event { seq: None, ..event });
+
+    for (bad, says) in [
+        (r#"{"type":"NOPE","data":{}}"#, "unknown event type"),
+        (r#"{"flow_id":"f1","data":{}}"#, "missing field `type`"),
+        (
+            r#"{"type":"FLOW_DELETED","flow_id":"f1"}"#,
+            "missing field `data`",
+        ),
+        (
+            r#"{"type":"SYNC_CANVAS","data":{"version":"x"}}"#,
+            "invalid type",
+        ),
+    ] {
+        let e = serde_json::from_str::<Event>(bad).unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn error_body_has_the_documented_shape() {
     let v = serde_json::to_value(ErrorBody::new("not_found", "no flow f1")).unwrap();
     assert_eq!(
