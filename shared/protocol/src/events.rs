@@ -347,7 +347,7 @@ pub struct AppliedOp {
 }
 
 /// The effect of an op on one entity, in its full new state (or a text splice).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "kind")]
 pub enum Change {
     /// A node was added or changed; here is its new state.
@@ -398,6 +398,114 @@ pub enum Change {
         /// The node's new version.
         version: u64,
     },
+}
+
+/// Read field by field, whatever the order of the keys: derived, the internal tag made
+/// serde buffer every change before parsing it again (most of what was left of a
+/// `SYNC_CANVAS` event's parse). Keys that belong to no change are skipped.
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ChangeVisitor)
+    }
+}
+
+struct ChangeVisitor;
+
+/// A change's `kind`, read without allocating.
+#[derive(Deserialize)]
+enum ChangeKind {
+    #[serde(rename = "node.upsert")]
+    NodeUpsert,
+    #[serde(rename = "node.delete")]
+    NodeDelete,
+    #[serde(rename = "edge.upsert")]
+    EdgeUpsert,
+    #[serde(rename = "edge.delete")]
+    EdgeDelete,
+    #[serde(rename = "flow.update")]
+    FlowUpdate,
+    #[serde(rename = "node.splice")]
+    NodeSplice,
+}
+
+/// A change's keys, read without allocating.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ChangeField {
+    Kind,
+    Node,
+    Id,
+    Edge,
+    Name,
+    Meta,
+    Path,
+    At,
+    Delete,
+    Insert,
+    Version,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> serde::de::Visitor<'de> for ChangeVisitor {
+    type Value = Change;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a change object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Change, A::Error> {
+        use serde::de::Error;
+        let (mut kind, mut node, mut id, mut edge) = (None, None, None, None);
+        let (mut name, mut meta, mut path) = (None, None, None);
+        let (mut at, mut delete, mut insert, mut version) = (None, None, None, None);
+        while let Some(key) = map.next_key::<ChangeField>()? {
+            match key {
+                ChangeField::Kind => kind = Some(map.next_value::<ChangeKind>()?),
+                ChangeField::Node => node = Some(map.next_value()?),
+                ChangeField::Id => id = Some(map.next_value::<String>()?),
+                ChangeField::Edge => edge = Some(map.next_value()?),
+                ChangeField::Name => name = Some(map.next_value()?),
+                ChangeField::Meta => meta = Some(map.next_value()?),
+                ChangeField::Path => path = Some(map.next_value()?),
+                ChangeField::At => at = Some(map.next_value()?),
+                ChangeField::Delete => delete = Some(map.next_value()?),
+                ChangeField::Insert => insert = Some(map.next_value()?),
+                ChangeField::Version => version = Some(map.next_value()?),
+                ChangeField::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        fn need<T, E: Error>(field: Option<T>, name: &'static str) -> Result<T, E> {
+            field.ok_or_else(|| E::missing_field(name))
+        }
+        let node_id = |id: Option<String>| NodeId::parse(need(id, "id")?).map_err(A::Error::custom);
+        Ok(match need(kind, "kind")? {
+            ChangeKind::NodeUpsert => Change::NodeUpsert {
+                node: need(node, "node")?,
+            },
+            ChangeKind::NodeDelete => Change::NodeDelete { id: node_id(id)? },
+            ChangeKind::EdgeUpsert => Change::EdgeUpsert {
+                edge: need(edge, "edge")?,
+            },
+            ChangeKind::EdgeDelete => Change::EdgeDelete {
+                id: EdgeId::parse(need(id, "id")?).map_err(A::Error::custom)?,
+            },
+            ChangeKind::FlowUpdate => Change::FlowUpdate {
+                name: need(name, "name")?,
+                meta: need(meta, "meta")?,
+            },
+            ChangeKind::NodeSplice => Change::NodeSplice {
+                id: node_id(id)?,
+                path: need(path, "path")?,
+                at: need(at, "at")?,
+                delete: need(delete, "delete")?,
+                insert: need(insert, "insert")?,
+                version: need(version, "version")?,
+            },
+        })
+    }
 }
 
 /// Why an op was refused.

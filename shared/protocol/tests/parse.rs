@@ -265,6 +265,52 @@ fn events_parse_whatever_the_order_of_their_keys() {
 }
 
 #[test]
+fn every_kind_of_change_parses_whatever_the_order_of_its_keys() {
+    let changes = [
+        json!({"kind": "node.upsert", "node": {"id": "n1", "type": "note",
+            "position": {"x": 1.0, "y": 2.0}, "data": {"t": "x"}, "version": 3}}),
+        json!({"kind": "node.delete", "id": "n1"}),
+        json!({"kind": "edge.upsert", "edge": {"id": "e1", "source": "n1", "target": "n2",
+            "data": {}, "version": 4}}),
+        json!({"kind": "edge.delete", "id": "e1"}),
+        json!({"kind": "flow.update", "name": "New", "meta": {"tags": ["a"]}}),
+        json!({"kind": "node.splice", "id": "n1", "path": "/body", "at": 2, "delete": 1,
+            "insert": "yo", "version": 5}),
+    ];
+    for value in changes {
+        let text = value.to_string();
+        let change: Change = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_value(&change).unwrap(), value, "{text}");
+        // `kind` last, and a key no change has.
+        let mut fields = value.as_object().unwrap().clone();
+        let kind = fields.remove("kind").unwrap();
+        let rest = serde_json::to_string(&fields).unwrap();
+        let reordered = format!(
+            r#"{{"later":[1],{},"kind":{kind}}}"#,
+            &rest[1..rest.len() - 1]
+        );
+        let back: Change = serde_json::from_str(&reordered).unwrap();
+        assert_eq!(back, change, "{reordered}");
+    }
+    for (bad, says) in [
+        (
+            r#"{"kind":"node.exploded","id":"n1"}"#,
+            "unknown variant `node.exploded`",
+        ),
+        (r#"{"id":"n1"}"#, "missing field `kind`"),
+        (r#"{"kind":"node.delete"}"#, "missing field `id`"),
+        (
+            r#"{"kind":"node.splice","id":"n1","path":"/b","at":0,"delete":0,"version":1}"#,
+            "missing field `insert`",
+        ),
+        (r#"{"kind":"node.delete","id":""}"#, "empty"),
+    ] {
+        let e = serde_json::from_str::<Change>(bad).unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn error_body_has_the_documented_shape() {
     let v = serde_json::to_value(ErrorBody::new("not_found", "no flow f1")).unwrap();
     assert_eq!(
