@@ -368,18 +368,15 @@ async fn a_flow_held_in_memory_is_never_written_stale(place: &Place) {
 
     // Deleted and made anew under the same id, by this store and by the other one; the
     // other one brings the new flow to the very version this store holds.
-    assert!(store.delete_flow(&f).await.unwrap());
-    new_flow(&store, "f").await;
-    store
-        .commit(&f, &request("w", vec![add("n1", "first")]))
-        .await
-        .unwrap();
-    assert!(other.delete_flow(&f).await.unwrap());
-    new_flow(&other, "f").await;
-    other
-        .commit(&f, &request("x", vec![add("n2", "second")]))
-        .await
-        .unwrap();
+    for (handle, client, op, node) in [(&store, "w", "n1", "first"), (&other, "x", "n2", "second")]
+    {
+        assert!(handle.delete_flow(&f).await.unwrap());
+        new_flow(handle, "f").await;
+        handle
+            .commit(&f, &request(client, vec![add(op, node)]))
+            .await
+            .unwrap();
+    }
     let out = store
         .commit(&f, &request("w", vec![add("n3", "third")]))
         .await
