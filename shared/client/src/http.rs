@@ -42,6 +42,9 @@ pub struct ClientConfig {
     /// A stream that sends nothing for this long (the gateway pings every 15 s) is
     /// considered dead and reconnected.
     pub idle_timeout: Duration,
+    /// Largest event a stream may send; a larger one fails the stream (`Error::Protocol`)
+    /// instead of growing its buffer without bound.
+    pub max_event_bytes: usize,
 }
 
 impl ClientConfig {
@@ -56,6 +59,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(45),
+            max_event_bytes: 16 * 1024 * 1024,
         }
     }
 
@@ -77,6 +81,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_backoff", &self.max_backoff)
             .field("request_timeout", &self.request_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("max_event_bytes", &self.max_event_bytes)
             .finish()
     }
 }

@@ -1,31 +1,19 @@
 //! [`EventStream`]: a flow's SSE stream that survives disconnects (DESIGN §3 "Resume").
 //!
-//! Parsing is `eventsource-stream`'s; this module adds what a long-lived client needs:
-//! reconnects with backoff, resume by `Last-Event-ID`, and a watchdog that treats a silent
-//! connection (no event, no `: ping`) as dead.
+//! Framing is [`flowsync_protocol::sse`]'s (no allocation per event); this module adds what
+//! a long-lived client needs: reconnects with backoff, resume by `Last-Event-ID`, and a
+//! watchdog that treats a silent connection (no event, no `: ping`) as dead.
 
 use std::fmt;
-use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
+use flowsync_protocol::sse::{self, Decoder};
 use flowsync_protocol::{Event, EventBody, EventType, FlowId};
-use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
+use tokio::time::{Instant, Sleep};
 
 use crate::{Client, Error};
-
-type Sse = Pin<
-    Box<
-        dyn Stream<
-                Item = Result<
-                    eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<io::Error>,
-                >,
-            > + Send,
-    >,
->;
 
 /// A flow's events, in the order the gateway sends them, across reconnects.
 ///
@@ -39,7 +27,7 @@ pub struct EventStream {
     last_event_id: Option<String>,
     /// Where the current connection started (its `READY`).
     head: Option<String>,
-    connection: Option<Sse>,
+    connection: Option<Connection>,
     /// Connections in a row that failed or ended without an event.
     failures: u32,
 }
@@ -96,54 +84,49 @@ impl EventStream {
     /// be read.
     pub async fn next(&mut self) -> Result<Event, Error> {
         loop {
-            let connection = match &mut self.connection {
-                Some(c) => c,
-                None => self.connect().await?,
-            };
-            match connection.next().await {
-                Some(Ok(sse)) => {
-                    self.failures = 0;
-                    let event: Event = serde_json::from_str(&sse.data)
-                        .map_err(|e| Error::Protocol(format!("{} event: {e}", sse.event)))?;
-                    match &event.body {
-                        // Where this connection started: before any sequenced event, a
-                        // reconnect resumes from here, so it cannot skip what it missed.
-                        EventBody::Ready(ready) => {
-                            let head = format!("{}-{}", ready.epoch, ready.seq);
-                            self.last_event_id.get_or_insert_with(|| head.clone());
-                            self.head = Some(head);
-                        }
-                        // The old position is gone; the stream goes on live from its head.
-                        EventBody::Resync(_) => self.last_event_id = self.head.clone(),
-                        // `eventsource-stream` repeats the last id on events without one;
-                        // only sequenced events move the resume position.
-                        _ if event.seq.is_some() && !sse.id.is_empty() => {
-                            self.last_event_id = Some(sse.id);
-                        }
-                        _ => {}
-                    }
-                    return Ok(event);
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(flow = %self.flow, error = %e, "stream broke; reconnecting");
-                    self.drop_connection();
-                }
-                None => {
-                    tracing::debug!(flow = %self.flow, "stream ended; reconnecting");
-                    self.drop_connection();
-                }
+            if self.connection.is_none() {
+                self.connection = Some(self.connect().await?);
             }
+            let connection = self.connection.as_mut().expect("connected");
+            let sse = match connection.next().await {
+                Ok(sse) => sse,
+                Err(Broken::TooLarge(e)) => return Err(Error::Protocol(e.to_string())),
+                Err(broken) => {
+                    tracing::debug!(flow = %self.flow, %broken, "stream broke; reconnecting");
+                    self.connection = None;
+                    self.failures += 1;
+                    continue;
+                }
+            };
+            self.failures = 0;
+            let event: Event = serde_json::from_slice(sse.data)
+                .map_err(|e| Error::Protocol(format!("{} event: {e}", sse.event)))?;
+            match &event.body {
+                // Where this connection started: before any sequenced event, a reconnect
+                // resumes from here, so it cannot skip what it missed.
+                EventBody::Ready(ready) => {
+                    let head = format!("{}-{}", ready.epoch, ready.seq);
+                    self.last_event_id.get_or_insert_with(|| head.clone());
+                    self.head = Some(head);
+                }
+                // The old position is gone; the stream goes on live from its head.
+                EventBody::Resync(_) => self.last_event_id = self.head.clone(),
+                // Only sequenced events move the resume position (the last id of the
+                // stream carries over events without one).
+                _ if event.seq.is_some() && !sse.id.is_empty() => {
+                    let last = self.last_event_id.get_or_insert_default();
+                    last.clear();
+                    last.push_str(sse.id);
+                }
+                _ => {}
+            }
+            return Ok(event);
         }
-    }
-
-    fn drop_connection(&mut self) {
-        self.connection = None;
-        self.failures += 1;
     }
 
     /// Opens a connection, waiting between failed attempts; returns it once the gateway
     /// answered `200`.
-    async fn connect(&mut self) -> Result<&mut Sse, Error> {
+    async fn connect(&mut self) -> Result<Connection, Error> {
         loop {
             if self.failures > 0 {
                 tokio::time::sleep(self.client.backoff(self.failures)).await;
@@ -162,9 +145,12 @@ impl EventStream {
             }
             match request.send().await {
                 Ok(r) if r.status() == StatusCode::OK => {
-                    let idle = self.client.config().idle_timeout;
-                    let sse = watchdog(r.bytes_stream(), idle).eventsource();
-                    return Ok(self.connection.insert(Box::pin(sse)));
+                    let config = self.client.config();
+                    return Ok(Connection::new(
+                        r,
+                        config.idle_timeout,
+                        config.max_event_bytes,
+                    ));
                 }
                 Ok(r)
                     if r.status() == StatusCode::TOO_MANY_REQUESTS
@@ -192,22 +178,63 @@ impl EventStream {
     }
 }
 
-/// Ends a byte stream with an error when nothing arrives for `idle`.
-fn watchdog(
-    bytes: impl Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+/// One open stream: its response body, read into a decoder, and a watchdog.
+struct Connection {
+    response: reqwest::Response,
+    sse: Decoder,
     idle: Duration,
-) -> impl Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
-    futures::stream::unfold(Box::pin(bytes), move |mut bytes| async move {
-        match tokio::time::timeout(idle, bytes.next()).await {
-            Ok(Some(chunk)) => Some((chunk.map_err(io::Error::other), bytes)),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("nothing received for {idle:?}"),
-                )),
-                bytes,
-            )),
+    /// When the wait for the next chunk began.
+    waiting_since: Instant,
+    /// Fires at `waiting_since + idle` or earlier: one timer per idle period, not one per
+    /// chunk.
+    watchdog: Pin<Box<Sleep>>,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum Broken {
+    #[error("{0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("nothing received for {0:?}")]
+    Silent(Duration),
+    #[error("the stream ended")]
+    Ended,
+    #[error(transparent)]
+    TooLarge(#[from] sse::TooLarge),
+}
+
+impl Connection {
+    fn new(response: reqwest::Response, idle: Duration, max_event_bytes: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            response,
+            sse: Decoder::new(max_event_bytes),
+            idle,
+            waiting_since: now,
+            watchdog: Box::pin(tokio::time::sleep_until(now + idle)),
         }
-    })
+    }
+
+    /// The next event, reading as many chunks as it takes.
+    async fn next(&mut self) -> Result<sse::Event<'_>, Broken> {
+        while !self.sse.advance()? {
+            // Silence counts while this waits, not while the caller was busy elsewhere.
+            self.waiting_since = Instant::now();
+            let chunk = loop {
+                tokio::select! {
+                    biased;
+                    chunk = self.response.chunk() => break chunk?.ok_or(Broken::Ended)?,
+                    () = &mut self.watchdog => {
+                        let due = self.waiting_since + self.idle;
+                        if Instant::now() >= due {
+                            return Err(Broken::Silent(self.idle));
+                        }
+                        self.watchdog.as_mut().reset(due);
+                    }
+                }
+            };
+            self.sse.push(&chunk);
+        }
+        Ok(self.sse.event().expect("advance stopped at an event"))
+    }
 }

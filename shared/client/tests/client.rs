@@ -339,3 +339,78 @@ async fn a_worker_publishes_progress_through_the_api() {
         .unwrap_err();
     assert_eq!(err.code(), Some("execution_mismatch"), "{err}");
 }
+
+/// A gateway that stalls: it answers every stream with `READY` followed by `then`, then
+/// sends nothing more. Yields each connection's `Last-Event-ID`.
+async fn stalling_gateway(
+    then: Vec<u8>,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ready = json!({"type": "READY", "flow_id": "stalled", "ts": "2026-12-07T00:00:00Z",
+        "actor": Actor::system(), "data": {"connection_id": "c1", "epoch": "e1", "seq": 4,
+        "resumed": false, "version": 4}});
+    let mut reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n".to_vec();
+    reply.extend_from_slice(format!("event: READY\ndata: {}\n\n", ready).as_bytes());
+    reply.extend_from_slice(&then);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (tx, reply) = (tx.clone(), reply.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8];
+                    if socket.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let resume = head.lines().find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("last-event-id")
+                        .then(|| value.trim().to_owned())
+                });
+                if tx.send(resume).is_err() || socket.write_all(&reply).await.is_err() {
+                    return;
+                }
+                // Silent, until the client hangs up.
+                let _ = socket.read(&mut [0u8; 64]).await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_reconnected_and_an_oversized_event_is_refused() {
+    let (url, mut connections) = stalling_gateway(Vec::new()).await;
+    let mut config = ClientConfig::new(url);
+    config.idle_timeout = Duration::from_millis(200);
+    config.backoff = Duration::from_millis(10);
+    let client = Client::new(config).unwrap();
+    let mut events = client.events(&flow_id("stalled"));
+    let first = within("READY", events.next()).await.unwrap();
+    assert!(matches!(first.body, EventBody::Ready(_)), "{first:?}");
+    assert_eq!(connections.recv().await, Some(None));
+    // Nothing more comes: the watchdog gives up on the connection and resumes from the
+    // head the first READY named.
+    let again = within("READY again", events.next()).await.unwrap();
+    assert!(matches!(again.body, EventBody::Ready(_)), "{again:?}");
+    assert_eq!(connections.recv().await, Some(Some("e1-4".to_owned())));
+
+    let huge = format!("event: SYNC_CANVAS\ndata: \"{}\"\n\n", "x".repeat(2048));
+    let (url, _connections) = stalling_gateway(huge.into_bytes()).await;
+    let mut config = ClientConfig::new(url);
+    config.max_event_bytes = 1024;
+    let client = Client::new(config).unwrap();
+    let mut events = client.events(&flow_id("stalled"));
+    within("READY", events.next()).await.unwrap();
+    let err = within("the refusal", events.next()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Protocol(m) if m.contains("1024")),
+        "{err}"
+    );
+}

@@ -3,9 +3,13 @@
 
 use std::pin::Pin;
 
-use eventsource_stream::Eventsource;
-use futures::{Stream, StreamExt};
+use flowsync_protocol::sse::Decoder;
+use futures::Stream;
 use serde_json::Value;
+
+/// Largest event the endpoint may stream (one token delta is a few hundred bytes): past it
+/// the completion fails instead of buffering without bound.
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 /// Token deltas, in order, until the model is done.
 pub type Tokens = Pin<Box<dyn Stream<Item = Result<String, LlmError>> + Send>>;
@@ -24,7 +28,7 @@ pub enum LlmError {
         /// The start of the answer's body.
         detail: String,
     },
-    /// The event stream broke.
+    /// The event stream could not be read (an event larger than the bound).
     #[error("llm: stream: {0}")]
     Stream(String),
     /// A chunk was not JSON.
@@ -56,24 +60,27 @@ pub async fn chat_tokens(
             detail: detail.chars().take(300).collect(),
         });
     }
-    let tokens = r
-        .bytes_stream()
-        .eventsource()
-        .take_while(|event| {
-            let done = matches!(event, Ok(e) if e.data.trim() == "[DONE]");
-            std::future::ready(!done)
-        })
-        .filter_map(|event| {
-            std::future::ready(match event {
-                Err(e) => Some(Err(LlmError::Stream(e.to_string()))),
-                Ok(event) => match serde_json::from_str::<Value>(&event.data) {
-                    Err(e) => Some(Err(LlmError::BadChunk(e.to_string()))),
-                    Ok(chunk) => chunk["choices"][0]["delta"]["content"]
-                        .as_str()
-                        .filter(|t| !t.is_empty())
-                        .map(|t| Ok(t.to_owned())),
-                },
-            })
-        });
+    let sse = Decoder::new(MAX_EVENT_BYTES);
+    let tokens = futures::stream::try_unfold((r, sse), |(mut r, mut sse)| async move {
+        loop {
+            while sse.advance().map_err(|e| LlmError::Stream(e.to_string()))? {
+                let data = sse.event().expect("advance stopped at an event").data;
+                if data.trim_ascii() == b"[DONE]" {
+                    return Ok(None);
+                }
+                let chunk: Value =
+                    serde_json::from_slice(data).map_err(|e| LlmError::BadChunk(e.to_string()))?;
+                if let Some(token) = chunk["choices"][0]["delta"]["content"].as_str()
+                    && !token.is_empty()
+                {
+                    return Ok(Some((token.to_owned(), (r, sse))));
+                }
+            }
+            match r.chunk().await? {
+                Some(bytes) => sse.push(&bytes),
+                None => return Ok(None),
+            }
+        }
+    });
     Ok(Box::pin(tokens))
 }

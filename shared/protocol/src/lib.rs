@@ -8,6 +8,7 @@
 //! - [`execution`]: executions and per-node runs.
 //! - [`error`]: the HTTP error body and the request parse error.
 //! - [`schema`]: the JSON Schemas generated from these types (committed under `schemas/`).
+//! - [`sse`]: reading a `text/event-stream`, event by event, without allocating per event.
 
 pub mod error;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod ids;
 pub mod model;
 pub mod ops;
 pub mod schema;
+pub mod sse;
 
 pub use error::{ErrorBody, ErrorDetail, ParseError};
 pub use events::{
