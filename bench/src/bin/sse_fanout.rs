@@ -7,11 +7,18 @@
 //! sse_fanout flowsync <gateway addr> <redis url> <clients> <rate/s> <seconds> [pids]
 //! sse_fanout ops      <flowsync addr> -          <clients> <rate/s> <seconds> [pids]
 //! sse_fanout nchan    <nginx addr>   -           <clients> <rate/s> <seconds> [pids]
+//! sse_fanout floor    -              -           <clients> <rate/s> <seconds>
 //! ```
 //!
 //! `ops` measures a flowsync that both takes the ops and streams (the one binary, see
 //! `bench/onebinary.sh`): each event is a `node.update` of node `n` POSTed to its API, and
 //! what the clients read is the `SYNC_CANVAS` it commits to.
+//!
+//! `floor` is no server at all: this process writes each event to every client's socket
+//! from a task per client (a tokio broadcast, as the gateway's streams do, and nothing
+//! else: no HTTP parsing, no JSON, no history). It measures what 1,000 loopback streams
+//! cost this machine's kernel and runtime — the floor under any server measured here
+//! with its clients on the same cores.
 //!
 //! Each event carries its publish time as `T<ns since the epoch>E` in its payload; each
 //! client finds it in what it reads and records the latency. The optional pids (comma-
@@ -50,6 +57,8 @@ enum Target {
     /// A flowsync API and its streams on one address, events POSTed as ops.
     Ops,
     Nchan,
+    /// This process, writing raw frames.
+    Floor,
 }
 
 /// Total CPU seconds (user + system) of a process so far.
@@ -71,9 +80,17 @@ async fn main() -> anyhow::Result<()> {
         "flowsync" => Target::Flowsync,
         "ops" => Target::Ops,
         "nchan" => Target::Nchan,
+        "floor" => Target::Floor,
         other => anyhow::bail!("unknown target {other}"),
     };
-    let addr = args[1].clone();
+    let floor = match target {
+        Target::Floor => Some(Floor::start().await?),
+        _ => None,
+    };
+    let addr = match &floor {
+        Some(floor) => floor.addr.clone(),
+        None => args[1].clone(),
+    };
     let clients: usize = args[3].parse()?;
     let rate: f64 = args[4].parse()?;
     let seconds: f64 = args[5].parse()?;
@@ -118,7 +135,10 @@ async fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("a subscriber failed to connect"))?;
     }
 
-    let publisher = Publisher::new(target, &addr, &args[2])?;
+    let publisher = match floor {
+        Some(floor) => Publisher::Floor(floor.frames),
+        None => Publisher::new(target, &addr, &args[2])?,
+    };
     // Warm up, then measure a fixed number of events at the offered rate.
     for i in 0..20 {
         publisher.publish(&channel(flows, i)).await?;
@@ -194,6 +214,39 @@ enum Publisher {
     Bus(RedisBus),
     Ops(reqwest::Client, String, AtomicU64),
     Http(reqwest::Client, String),
+    Floor(tokio::sync::broadcast::Sender<Arc<[u8]>>),
+}
+
+/// The `floor` target's server: every connection gets the response head, then each frame.
+struct Floor {
+    addr: String,
+    frames: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+}
+
+impl Floor {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let (frames, _) = tokio::sync::broadcast::channel::<Arc<[u8]>>(1024);
+        let sender = frames.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut rx = sender.subscribe();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 1024];
+                    socket.read(&mut head).await?;
+                    socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+                        .await?;
+                    while let Ok(frame) = rx.recv().await {
+                        socket.write_all(&frame).await?;
+                    }
+                    anyhow::Ok(())
+                });
+            }
+        });
+        Ok(Self { addr, frames })
+    }
 }
 
 /// Nchan's publisher location of `flow`.
@@ -211,6 +264,7 @@ impl Publisher {
                 AtomicU64::new(0),
             ),
             Target::Nchan => Self::Http(reqwest::Client::new(), format!("http://{addr}")),
+            Target::Floor => anyhow::bail!("the floor publishes through its own server"),
         })
     }
 
@@ -233,6 +287,15 @@ impl Publisher {
                     .send()
                     .await?
                     .error_for_status()?;
+            }
+            Self::Floor(frames) => {
+                // The one binary's `SYNC_CANVAS` frame for a `node.update` (427 bytes).
+                let frame = format!(
+                    "id: e-{n}\nevent: SYNC_CANVAS\ndata: {{\"seq\":{n},\"type\":\"SYNC_CANVAS\",\"data\":{{\"prev_version\":1,\"version\":2,\"client_id\":\"bench\",\"ops\":[{{\"op_id\":\"b1-1\",\"type\":\"node.update\",\"version\":2,\"changes\":[{{\"kind\":\"node.upsert\",\"node\":{{\"id\":\"n\",\"type\":\"note\",\"position\":{{\"x\":0.0,\"y\":0.0}},\"data\":{{\"t\":\"{stamp}\"}},\"version\":2}}}}]}}]}},\"flow_id\":\"{flow}\",\"ts\":\"2026-12-07T10:23:29.650335863Z\",\"actor\":{{\"id\":\"local\",\"kind\":\"user\",\"name\":\"local\"}}}}\n\n",
+                    n = flowsync_bench::now_ns()
+                );
+                // No receiver yet is not an error: the clients come and go.
+                let _ = frames.send(Arc::from(frame.into_bytes()));
             }
             Self::Http(http, base) => {
                 // A payload of the same size as flowsync's event JSON.
@@ -262,7 +325,7 @@ async fn subscriber(
 ) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(addr).await?;
     let path = match target {
-        Target::Flowsync | Target::Ops => format!("/v1/flows/{flow}/events"),
+        Target::Flowsync | Target::Ops | Target::Floor => format!("/v1/flows/{flow}/events"),
         Target::Nchan => format!("/sub/{flow}"),
     };
     s.write_all(
