@@ -233,8 +233,12 @@ impl Floor {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let mut rx = sender.subscribe();
                 tokio::spawn(async move {
-                    let mut head = [0u8; 1024];
-                    socket.read(&mut head).await?;
+                    let (mut head, mut buf) = (Vec::new(), [0u8; 1024]);
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = socket.read(&mut buf).await?;
+                        anyhow::ensure!(n > 0, "closed before the end of its request");
+                        head.extend_from_slice(&buf[..n]);
+                    }
                     socket
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
                         .await?;
