@@ -90,7 +90,11 @@ impl EventStream {
             let connection = self.connection.as_mut().expect("connected");
             let sse = match connection.next().await {
                 Ok(sse) => sse,
-                Err(Broken::TooLarge(e)) => return Err(Error::Protocol(e.to_string())),
+                Err(Broken::TooLarge(e)) => {
+                    // The decoder cannot go on past it: a later call starts afresh.
+                    self.connection = None;
+                    return Err(Error::Protocol(e.to_string()));
+                }
                 Err(broken) => {
                     tracing::debug!(flow = %self.flow, %broken, "stream broke; reconnecting");
                     self.connection = None;

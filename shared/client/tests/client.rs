@@ -402,7 +402,7 @@ async fn a_silent_stream_is_reconnected_and_an_oversized_event_is_refused() {
     assert_eq!(connections.recv().await, Some(Some("e1-4".to_owned())));
 
     let huge = format!("event: SYNC_CANVAS\ndata: \"{}\"\n\n", "x".repeat(2048));
-    let (url, _connections) = stalling_gateway(huge.into_bytes()).await;
+    let (url, mut connections) = stalling_gateway(huge.into_bytes()).await;
     let mut config = ClientConfig::new(url);
     config.max_event_bytes = 1024;
     let client = Client::new(config).unwrap();
@@ -413,4 +413,11 @@ async fn a_silent_stream_is_reconnected_and_an_oversized_event_is_refused() {
         matches!(&err, Error::Protocol(m) if m.contains("1024")),
         "{err}"
     );
+    // The connection is gone with it: the next call connects again and resumes.
+    let again = within("READY after the refusal", events.next())
+        .await
+        .unwrap();
+    assert!(matches!(again.body, EventBody::Ready(_)), "{again:?}");
+    assert_eq!(connections.recv().await, Some(None));
+    assert_eq!(connections.recv().await, Some(Some("e1-4".to_owned())));
 }

@@ -105,7 +105,8 @@ impl Decoder {
     }
 
     /// Reads what was pushed up to the end of the next event: `true` when one is complete
-    /// (then [`event`](Self::event) is it), `false` when more bytes are needed.
+    /// (then [`event`](Self::event) is it), `false` when more bytes are needed. After
+    /// [`TooLarge`] the rest of the stream cannot be read: drop the decoder.
     pub fn advance(&mut self) -> Result<bool, TooLarge> {
         if std::mem::take(&mut self.dispatched) {
             self.data.clear();
