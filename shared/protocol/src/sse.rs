@@ -229,31 +229,31 @@ mod tests {
     }
 
     #[test]
-    fn an_event_without_data_is_none_and_its_type_does_not_carry_over() {
-        assert_eq!(
-            decode(&[b"event: A\n\ndata: 1\n\n"]),
-            vec![owned("message", "1", "")]
-        );
-    }
-
-    #[test]
-    fn an_id_with_a_nul_is_ignored_and_an_empty_id_clears_it() {
-        assert_eq!(
-            decode(&[b"id: 1\ndata: a\n\nid: 2\0\ndata: b\n\nid\ndata: c\n\n"]),
-            vec![
-                owned("message", "a", "1"),
-                owned("message", "b", "1"),
-                owned("message", "c", "")
-            ]
-        );
-    }
-
-    #[test]
-    fn a_line_without_colon_is_a_field_with_an_empty_value() {
-        assert_eq!(
-            decode(&[b"data\ndata\n\n"]),
-            vec![owned("message", "\n", "")]
-        );
+    fn each_rule_of_the_standard() {
+        let cases: [(&str, &[u8], Vec<Owned>); 3] = [
+            (
+                "an event without data is none, and its type does not carry over",
+                b"event: A\n\ndata: 1\n\n",
+                vec![owned("message", "1", "")],
+            ),
+            (
+                "an id with a NUL is ignored, an empty id clears it",
+                b"id: 1\ndata: a\n\nid: 2\0\ndata: b\n\nid\ndata: c\n\n",
+                vec![
+                    owned("message", "a", "1"),
+                    owned("message", "b", "1"),
+                    owned("message", "c", ""),
+                ],
+            ),
+            (
+                "a line without a colon is a field with an empty value",
+                b"data\ndata\n\n",
+                vec![owned("message", "\n", "")],
+            ),
+        ];
+        for (rule, stream, want) in cases {
+            assert_eq!(decode(&[stream]), want, "{rule}");
+        }
     }
 
     #[test]
