@@ -383,8 +383,10 @@ async fn follow(shared: Arc<Shared>, mut stream: EventStream) {
     let mut follower = Follower {
         shared: &shared,
         early: Early::default(),
+        applied: Vec::new(),
     };
     loop {
+        follower.resolve_applied();
         let deadline = follower.early.since.map(|t| t + shared.config.gap_wait);
         let next = tokio::select! {
             next = stream.next() => next,
@@ -411,10 +413,14 @@ async fn follow(shared: Arc<Shared>, mut stream: EventStream) {
     }
 }
 
-/// The stream reader's state: `SYNC_CANVAS` events that came before their predecessor.
+/// The stream reader's state: `SYNC_CANVAS` events that came before their predecessor,
+/// and this session's ops announced as applied that the canvas does not hold yet.
 struct Follower<'a> {
     shared: &'a Shared,
     early: Early,
+    /// (version, op): resolved once the canvas reaches the version, so a result never
+    /// comes before the change it made. Only ops a `send` waits for: bounded by those.
+    applied: Vec<(u64, OpId)>,
 }
 
 /// `SYNC_CANVAS` events held until their predecessor is applied: at most [`Early::MAX`].
@@ -488,14 +494,14 @@ impl Follower<'_> {
             }
             EventBody::SyncCanvas(sync) => {
                 self.sync(sync).await;
-                for op in &sync.ops {
-                    self.shared.resolve(
-                        &op.op_id,
-                        Outcome::Applied {
-                            version: op.version,
-                        },
-                    );
-                }
+                let pending = lock(&self.shared.pending);
+                self.applied.extend(
+                    (sync.ops.iter())
+                        .filter(|op| pending.contains_key(&op.op_id))
+                        .map(|op| (op.version, op.op_id.clone())),
+                );
+                drop(pending);
+                self.resolve_applied();
             }
             EventBody::Conflict(conflict) => self
                 .shared
@@ -515,6 +521,23 @@ impl Follower<'_> {
         // After the canvas moved, so a subscriber that looks at it sees the event's effect.
         let _ = self.shared.events.send(Arc::new(event));
         Ok(())
+    }
+
+    /// Resolves the applied ops the canvas now holds (an event held for its predecessor
+    /// resolves its ops when it is applied, or when a reload covers it).
+    fn resolve_applied(&mut self) {
+        if self.applied.is_empty() {
+            return;
+        }
+        let version = self.shared.canvas_version();
+        let shared = self.shared;
+        self.applied.retain(|(applied, op_id)| {
+            let held = *applied <= version;
+            if held {
+                shared.resolve(op_id, Outcome::Applied { version: *applied });
+            }
+            !held
+        });
     }
 
     async fn sync(&mut self, sync: &SyncCanvas) {

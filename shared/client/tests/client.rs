@@ -224,6 +224,29 @@ async fn a_gap_is_filled_from_history() {
         .unwrap();
     let canvas = watcher.canvas();
     assert!(canvas.node("ghost").is_some() && canvas.node("n2").is_some());
+
+    // The same gap under the watcher's own op: v3 is committed and never announced, the
+    // watcher's v4 comes before it. Its result waits until the canvas holds it.
+    s.system_backends
+        .store
+        .commit(
+            &flow,
+            &CommitRequest {
+                actor: Actor::system(),
+                client_id: ClientId::parse("ghost").unwrap(),
+                if_match: None,
+                ops: vec![add("ghost3", &json!({}))],
+            },
+        )
+        .await
+        .unwrap();
+    let outcome = within("the watcher's op", watcher.send_one(add("n4", &json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Applied { version: 4 });
+    assert!(watcher.version() >= 4, "resolved at v{}", watcher.version());
+    let canvas = watcher.canvas();
+    assert!(canvas.node("ghost3").is_some() && canvas.node("n4").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
