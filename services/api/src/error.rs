@@ -134,6 +134,7 @@ impl ApiError {
                 message: e.to_string(),
             },
             StoreError::FlowExists(id) => Self::Exists(format!("flow {id} already exists")),
+            e @ StoreError::ExecutionEnded { .. } => Self::Finished(e.to_string()),
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "store unavailable");
                 Self::Unavailable("store")

@@ -536,10 +536,18 @@ impl<'r> Run<'r> {
         error: Option<String>,
     ) -> Result<(), RunnerError> {
         self.execution.status = status;
-        self.runner
+        let stored = self
+            .runner
             .store
             .set_execution_status(&self.execution.id, status, error.as_deref())
-            .await?;
+            .await;
+        if let Err(StoreError::ExecutionEnded { status: ended, .. }) = stored {
+            // Cancelled meanwhile: that status stands and was announced by whoever set it.
+            tracing::debug!(execution = %self.execution.id, ?ended, ?status, "the execution had ended");
+            self.execution.status = ended;
+            return Ok(());
+        }
+        stored?;
         self.runner
             .publish(
                 &self.flow,
@@ -575,10 +583,12 @@ impl<'r> Run<'r> {
             };
             self.node(&node, now, None, None).await?;
         }
-        if status != ExecutionStatus::Cancelled {
-            self.execution_status(status, error).await?;
+        if status == ExecutionStatus::Cancelled {
+            return Ok(status);
         }
-        Ok(status)
+        // What the store holds: a cancel may have ended the execution first.
+        self.execution_status(status, error).await?;
+        Ok(self.execution.status)
     }
 
     /// A cancelled execution whose job had not started.

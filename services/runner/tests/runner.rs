@@ -169,6 +169,7 @@ flowsync_testkit::both!(
     a_failed_node_skips_its_downstream_and_fails_the_execution,
     cancel_stops_a_running_execution,
     a_cancel_lost_in_a_gap_of_the_runners_stream_still_stops_the_node,
+    a_cancel_that_ends_the_execution_first_stands,
     a_dead_runners_job_is_finished_by_another_without_rerunning_finished_nodes,
     a_late_reader_of_a_node_retried_after_its_runner_died_sees_every_attempts_text,
 );
@@ -418,6 +419,36 @@ async fn cancel_stops_a_running_execution(setup: Setup) {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
+}
+
+/// A cancel stored while the last node runs, its event never sent: the runner finishes the
+/// node and its `succeeded` comes second — refused, so the cancel stands in the store and
+/// the runner reports it (last-writer-wins would have turned it back into `succeeded`).
+async fn a_cancel_that_ends_the_execution_first_stands(setup: Setup) {
+    let w = World::new(setup, Duration::from_secs(30)).await;
+    w.flow("race", &[("slow", "delay", json!({"ms": 1000}))], &[])
+        .await;
+    let mut sub = w.subscribe("race").await;
+    let id = w.started("race").await;
+    let runner = w.runner(None);
+    let running = tokio::spawn(async move { runner.try_execute_next().await });
+    drain(&mut sub, |s| s.iter().any(|x| x == "slow:running")).await;
+    w.backends
+        .store
+        .set_execution_status(&id.parse().unwrap(), ExecutionStatus::Cancelled, None)
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("the runner ends")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Finished(_, ExecutionStatus::Cancelled)),
+        "{outcome:?}"
+    );
+    let e = w.execution("race", &id).await;
+    assert_eq!(e["status"], "cancelled", "{e}");
 }
 
 /// The cancel's event never reaches the runner (here: stored without one), but its stream

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use flowsync_protocol::{
-    Event, EventBody, Execution, ExecutionId, ExecutionStatus, ExecutionUpdate, FlowId, LogStream,
-    NodeId, NodeStatus,
+    Event, EventBody, Execution, ExecutionId, ExecutionUpdate, FlowId, LogStream, NodeId,
+    NodeStatus,
 };
 
 use crate::{Client, Error, EventStream};
@@ -65,7 +65,7 @@ impl RunView {
 
     /// Whether the execution has ended.
     pub fn ended(&self) -> bool {
-        run_ended(self.execution.status)
+        self.execution.status.has_ended()
     }
 
     /// Applies an event of the flow (others are ignored).
@@ -110,7 +110,7 @@ impl RunView {
             return Step::Other;
         }
         if let Some(status) = u.status
-            && !run_ended(self.execution.status)
+            && !self.execution.status.has_ended()
         {
             self.execution.status = status;
             if u.node_id.is_none() {
@@ -167,19 +167,12 @@ impl RunView {
                 node.error.clone_from(&mine.error);
             }
         }
-        if run_ended(self.execution.status) && !run_ended(fresh.status) {
+        if self.execution.status.has_ended() && !fresh.status.has_ended() {
             fresh.status = self.execution.status;
             fresh.error = self.execution.error.clone();
         }
         *self = Self::new(fresh);
     }
-}
-
-fn run_ended(status: ExecutionStatus) -> bool {
-    matches!(
-        status,
-        ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Cancelled
-    )
 }
 
 fn is_end(status: NodeStatus) -> bool {

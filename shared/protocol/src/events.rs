@@ -604,6 +604,16 @@ pub enum ExecutionStatus {
     Cancelled,
 }
 
+impl ExecutionStatus {
+    /// The statuses an execution ends in; once in one, its status stays.
+    pub const ENDED: [Self; 3] = [Self::Succeeded, Self::Failed, Self::Cancelled];
+
+    /// Whether an execution in this status has ended.
+    pub fn has_ended(self) -> bool {
+        Self::ENDED.contains(&self)
+    }
+}
+
 /// Status of a node within an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -211,7 +211,8 @@ pub trait Executions: Send + Sync + std::fmt::Debug {
     /// Stores a new execution with its node runs; [`StoreError::ExecutionExists`] if taken.
     async fn insert_execution(&self, execution: &Execution) -> Result<(), StoreError>;
 
-    /// Sets an execution's status (and error). False if it does not exist.
+    /// Sets an execution's status (and error), unless it has ended: a finished status is
+    /// final. False if it does not exist or has ended.
     async fn set_execution_status(
         &self,
         id: &ExecutionId,

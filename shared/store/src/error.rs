@@ -1,6 +1,6 @@
 //! What can go wrong in the store.
 
-use flowsync_protocol::{ExecutionId, FlowId};
+use flowsync_protocol::{ExecutionId, ExecutionStatus, FlowId};
 
 /// A store failure. `Unavailable` and `Contention` are transient (the API answers 503);
 /// the others are answers about the data.
@@ -18,6 +18,14 @@ pub enum StoreError {
     /// An execution with this id exists already.
     #[error("execution {0} already exists")]
     ExecutionExists(ExecutionId),
+    /// The execution has ended: its final status stays (the first to end it wins).
+    #[error("execution {id} has already ended ({status:?})")]
+    ExecutionEnded {
+        /// The execution.
+        id: ExecutionId,
+        /// Its final status.
+        status: ExecutionStatus,
+    },
     /// Time travel to a version the flow has not reached.
     #[error("flow {flow} is at version {current}, version {requested} does not exist yet")]
     VersionAhead {

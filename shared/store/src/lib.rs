@@ -624,19 +624,29 @@ impl Store {
         self.backend.insert_execution(execution).await
     }
 
-    /// Sets an execution's status (and error).
+    /// Sets an execution's status (and error). An execution that has ended keeps its
+    /// final status ([`StoreError::ExecutionEnded`]): of a cancel and a runner's last word
+    /// racing, the first to end it wins, and the other is told.
     pub async fn set_execution_status(
         &self,
         id: &ExecutionId,
         status: ExecutionStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        found(
-            self.backend
-                .set_execution_status(id, status, error, Utc::now())
-                .await?,
-            id,
-        )
+        if self
+            .backend
+            .set_execution_status(id, status, error, Utc::now())
+            .await?
+        {
+            return Ok(());
+        }
+        match self.backend.execution(id).await? {
+            Some(ended) => Err(StoreError::ExecutionEnded {
+                id: id.clone(),
+                status: ended.status,
+            }),
+            None => Err(StoreError::ExecutionNotFound(id.clone())),
+        }
     }
 
     /// Sets one node's state in an execution.

@@ -569,7 +569,7 @@ impl Executions for MongoBackend {
         let r = self
             .executions
             .update_one(
-                doc! {"_id": id.as_str()},
+                doc! {"_id": id.as_str(), "status": {"$nin": ExecutionStatus::ENDED.map(|s| name(&s)).into_iter().collect::<Result<Vec<_>, _>>()?}},
                 doc! {"$set": {"status": name(&status)?, "error": error, "updated_at": micros(now)}},
             )
             .await?;

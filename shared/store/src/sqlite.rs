@@ -905,10 +905,21 @@ impl Executions for SqliteBackend {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let (id, status, error) = (id.clone(), name(&status)?, error.map(str::to_owned));
+        let [succeeded, failed, cancelled] = ExecutionStatus::ENDED;
+        let ended = [name(&succeeded)?, name(&failed)?, name(&cancelled)?];
         self.run(move |c| {
             let n = c.execute(
-                "UPDATE executions SET status = ?1, error = ?2, updated_at = ?3 WHERE id = ?4",
-                params![status, error, time(now), id.as_str()],
+                "UPDATE executions SET status = ?1, error = ?2, updated_at = ?3 \
+                 WHERE id = ?4 AND status NOT IN (?5, ?6, ?7)",
+                params![
+                    status,
+                    error,
+                    time(now),
+                    id.as_str(),
+                    ended[0],
+                    ended[1],
+                    ended[2]
+                ],
             )?;
             Ok(n == 1)
         })

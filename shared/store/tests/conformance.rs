@@ -651,6 +651,17 @@ async fn executions_lifecycle(place: &Place) {
         .set_execution_status(x, ExecutionStatus::Failed, Some("node b: boom"))
         .await
         .unwrap();
+    // An ended execution keeps its final status: a late word (a cancel, a runner's
+    // `succeeded` racing it) is refused with the status that stands.
+    for late in [ExecutionStatus::Running, ExecutionStatus::Cancelled] {
+        assert!(matches!(
+            store.set_execution_status(x, late, None).await,
+            Err(StoreError::ExecutionEnded {
+                status: ExecutionStatus::Failed,
+                ..
+            })
+        ));
+    }
     let got = store.execution(x).await.unwrap().unwrap();
     assert_eq!(got.status, ExecutionStatus::Failed);
     assert_eq!(got.error.as_deref(), Some("node b: boom"));

@@ -151,10 +151,7 @@ pub(super) async fn cancel(
     let (flow, eid) = (flow_id(&path.0)?, execution_id(&path.1)?);
     caller.check(&flow, Scope::Execute)?;
     let execution = load(&state, &flow, &eid).await?;
-    if matches!(
-        execution.status,
-        ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Cancelled
-    ) {
+    if execution.status.has_ended() {
         return Err(ApiError::Finished(format!(
             "execution {eid} has already ended ({:?})",
             execution.status
