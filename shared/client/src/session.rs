@@ -496,7 +496,8 @@ impl Follower<'_> {
                 self.sync(sync).await;
                 let pending = lock(&self.shared.pending);
                 self.applied.extend(
-                    (sync.ops.iter())
+                    sync.ops
+                        .iter()
                         .filter(|op| pending.contains_key(&op.op_id))
                         .map(|op| (op.version, op.op_id.clone())),
                 );

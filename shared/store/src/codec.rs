@@ -23,6 +23,12 @@ pub(crate) fn name<T: Serialize>(value: &T) -> Result<String, StoreError> {
     }
 }
 
+/// The wire names of the statuses an execution ends in (its status stays once in one).
+pub(crate) fn ended_names() -> Result<[String; 3], StoreError> {
+    let [succeeded, failed, cancelled] = flowsync_protocol::ExecutionStatus::ENDED;
+    Ok([name(&succeeded)?, name(&failed)?, name(&cancelled)?])
+}
+
 /// A status enum from its wire name.
 pub(crate) fn from_name<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     Ok(serde_json::from_value(serde_json::Value::String(

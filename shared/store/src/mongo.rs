@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 use crate::backend::{Append, Executions, FlowLog, NodeRunUpdate, join_batches};
-use crate::codec::{from_name, json, name, parse};
+use crate::codec::{ended_names, from_name, json, name, parse};
 
 /// How to reach MongoDB.
 #[serde_with::serde_as]
@@ -569,7 +569,7 @@ impl Executions for MongoBackend {
         let r = self
             .executions
             .update_one(
-                doc! {"_id": id.as_str(), "status": {"$nin": ExecutionStatus::ENDED.map(|s| name(&s)).into_iter().collect::<Result<Vec<_>, _>>()?}},
+                doc! {"_id": id.as_str(), "status": {"$nin": ended_names()?.to_vec()}},
                 doc! {"$set": {"status": name(&status)?, "error": error, "updated_at": micros(now)}},
             )
             .await?;

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::StoreError;
 use crate::backend::{Append, Base, CommitBase, Executions, FlowLog, NodeRunUpdate, join_batches};
-use crate::codec::{from_name, json, name, parse};
+use crate::codec::{ended_names, from_name, json, name, parse};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS flows (
@@ -905,8 +905,7 @@ impl Executions for SqliteBackend {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let (id, status, error) = (id.clone(), name(&status)?, error.map(str::to_owned));
-        let [succeeded, failed, cancelled] = ExecutionStatus::ENDED;
-        let ended = [name(&succeeded)?, name(&failed)?, name(&cancelled)?];
+        let [succeeded, failed, cancelled] = ended_names()?;
         self.run(move |c| {
             let n = c.execute(
                 "UPDATE executions SET status = ?1, error = ?2, updated_at = ?3 \
@@ -916,9 +915,9 @@ impl Executions for SqliteBackend {
                     error,
                     time(now),
                     id.as_str(),
-                    ended[0],
-                    ended[1],
-                    ended[2]
+                    succeeded,
+                    failed,
+                    cancelled
                 ],
             )?;
             Ok(n == 1)
