@@ -123,6 +123,36 @@ impl World {
 }
 
 /// The execution events seen so far, as `node:status` / `exec:status` / `log:<chunk>`.
+/// A one-node flow whose `slow` node (`delay`, `ms`) is running when its execution is
+/// cancelled in the store alone, with no event saying so; then the runner's outcome.
+/// Returns the flow's subscription, the execution and the runner's outcome to come.
+async fn cancel_in_the_store_alone(
+    w: &World,
+    flow: &str,
+    ms: u64,
+) -> (Subscription, String, impl Future<Output = Outcome> + use<>) {
+    w.flow(flow, &[("slow", "delay", json!({"ms": ms}))], &[])
+        .await;
+    let mut sub = w.subscribe(flow).await;
+    let id = w.started(flow).await;
+    let runner = w.runner(None);
+    let running = tokio::spawn(async move { runner.try_execute_next().await });
+    drain(&mut sub, |s| s.iter().any(|x| x == "slow:running")).await;
+    w.backends
+        .store
+        .set_execution_status(&id.parse().unwrap(), ExecutionStatus::Cancelled, None)
+        .await
+        .unwrap();
+    let outcome = async move {
+        tokio::time::timeout(PATIENCE, running)
+            .await
+            .expect("the runner ends")
+            .unwrap()
+            .unwrap()
+    };
+    (sub, id, outcome)
+}
+
 async fn drain(sub: &mut Subscription, until: impl Fn(&[String]) -> bool) -> Vec<String> {
     let mut seen = vec![];
     while !until(&seen) {
@@ -426,23 +456,8 @@ async fn cancel_stops_a_running_execution(setup: Setup) {
 /// the runner reports it (last-writer-wins would have turned it back into `succeeded`).
 async fn a_cancel_that_ends_the_execution_first_stands(setup: Setup) {
     let w = World::new(setup, Duration::from_secs(30)).await;
-    w.flow("race", &[("slow", "delay", json!({"ms": 1000}))], &[])
-        .await;
-    let mut sub = w.subscribe("race").await;
-    let id = w.started("race").await;
-    let runner = w.runner(None);
-    let running = tokio::spawn(async move { runner.try_execute_next().await });
-    drain(&mut sub, |s| s.iter().any(|x| x == "slow:running")).await;
-    w.backends
-        .store
-        .set_execution_status(&id.parse().unwrap(), ExecutionStatus::Cancelled, None)
-        .await
-        .unwrap();
-    let outcome = tokio::time::timeout(PATIENCE, running)
-        .await
-        .expect("the runner ends")
-        .unwrap()
-        .unwrap();
+    let (_sub, id, outcome) = cancel_in_the_store_alone(&w, "race", 1000).await;
+    let outcome = outcome.await;
     assert!(
         matches!(outcome, Outcome::Finished(_, ExecutionStatus::Cancelled)),
         "{outcome:?}"
@@ -455,19 +470,8 @@ async fn a_cancel_that_ends_the_execution_first_stands(setup: Setup) {
 /// reports a gap — the runner asks the store and stops the node.
 async fn a_cancel_lost_in_a_gap_of_the_runners_stream_still_stops_the_node(setup: Setup) {
     let w = World::new(setup, Duration::from_secs(30)).await;
-    w.flow("gap", &[("slow", "delay", json!({"ms": 600_000}))], &[])
-        .await;
-    let mut sub = w.subscribe("gap").await;
-    let id = w.started("gap").await;
-    let runner = w.runner(None);
-    let running = tokio::spawn(async move { runner.try_execute_next().await });
-    drain(&mut sub, |s| s.iter().any(|x| x == "slow:running")).await;
+    let (_sub, id, outcome) = cancel_in_the_store_alone(&w, "gap", 600_000).await;
     let flow: flowsync_protocol::FlowId = "gap".parse().unwrap();
-    w.backends
-        .store
-        .set_execution_status(&id.parse().unwrap(), ExecutionStatus::Cancelled, None)
-        .await
-        .unwrap();
     // The bus loses the flow's history: the next event opens a new epoch, a gap to every
     // subscriber.
     w.backends.bus.drop_history(&flow).await.unwrap();
@@ -489,11 +493,7 @@ async fn a_cancel_lost_in_a_gap_of_the_runners_stream_still_stops_the_node(setup
         })
         .await
         .unwrap();
-    let outcome = tokio::time::timeout(PATIENCE, running)
-        .await
-        .expect("the node stops")
-        .unwrap()
-        .unwrap();
+    let outcome = outcome.await;
     assert!(
         matches!(outcome, Outcome::Finished(_, ExecutionStatus::Cancelled)),
         "{outcome:?}"

@@ -196,26 +196,31 @@ async fn the_stream_resumes_where_it_broke() {
     assert_eq!(replayed.seq, Some(2));
 }
 
+/// What an API instance does that commits a node and dies before announcing it.
+async fn commit_unannounced(s: &Server, flow: &FlowId, node: &str) {
+    s.system_backends
+        .store
+        .commit(
+            flow,
+            &CommitRequest {
+                actor: Actor::system(),
+                client_id: ClientId::parse("ghost").unwrap(),
+                if_match: None,
+                ops: vec![add(node, &json!({}))],
+            },
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_is_filled_from_history() {
     let s = server(None).await;
     let flow = flow_id("gap");
     s.client.create_flow(Some(&flow), "Gap").await.unwrap();
     let watcher = session(&s.client, &flow, "watcher").await;
-    // An API instance commits v1 and dies before announcing it.
-    s.system_backends
-        .store
-        .commit(
-            &flow,
-            &CommitRequest {
-                actor: Actor::system(),
-                client_id: ClientId::parse("ghost").unwrap(),
-                if_match: None,
-                ops: vec![add("ghost", &json!({}))],
-            },
-        )
-        .await
-        .unwrap();
+    // v1 is committed and never announced.
+    commit_unannounced(&s, &flow, "ghost").await;
     // v2 is announced; the watcher cannot apply it at v0, waits, then reads v1 from history.
     let agent = session(&s.client, &flow, "agent").await;
     agent.send_one(add("n2", &json!({}))).await.unwrap();
@@ -227,19 +232,7 @@ async fn a_gap_is_filled_from_history() {
 
     // The same gap under the watcher's own op: v3 is committed and never announced, the
     // watcher's v4 comes before it. Its result waits until the canvas holds it.
-    s.system_backends
-        .store
-        .commit(
-            &flow,
-            &CommitRequest {
-                actor: Actor::system(),
-                client_id: ClientId::parse("ghost").unwrap(),
-                if_match: None,
-                ops: vec![add("ghost3", &json!({}))],
-            },
-        )
-        .await
-        .unwrap();
+    commit_unannounced(&s, &flow, "ghost3").await;
     let outcome = within("the watcher's op", watcher.send_one(add("n4", &json!({}))))
         .await
         .unwrap();
