@@ -12,7 +12,7 @@
 //! client tests check they match their sources.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 
 const INDEX: &str = include_str!("../../../clients/typescript/demo/index.html");
 const SCRIPT: &str = include_str!("../assets/demo.js");
@@ -69,11 +69,18 @@ fn redirect(
     }
 }
 
+/// `GET`, and `HEAD`: the same status and headers, no body (actix leaves it out), as
+/// link checkers and `curl -I` expect of a page.
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 /// Mounts the pages and their assets (public: a page load carries no token).
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    let page = |policy, kind, body| web::get().to(move || async move { asset(policy, kind, body) });
-    cfg.route("/", web::get().to(redirect("/editor/")))
-        .route("/editor", web::get().to(redirect("/editor/")))
+    let page =
+        |policy, kind, body| get_or_head().to(move || async move { asset(policy, kind, body) });
+    cfg.route("/", get_or_head().to(redirect("/editor/")))
+        .route("/editor", get_or_head().to(redirect("/editor/")))
         .route("/editor/", page(EDITOR_POLICY, HTML, EDITOR_INDEX))
         .route("/editor/main.js", page(EDITOR_POLICY, JS, EDITOR_SCRIPT))
         .route("/editor/styles.css", page(EDITOR_POLICY, CSS, EDITOR_STYLE))
@@ -81,7 +88,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             "/editor/3rdpartylicenses.txt",
             page(EDITOR_POLICY, TEXT, EDITOR_LICENSES),
         )
-        .route("/demo", web::get().to(redirect("/demo/")))
+        .route("/demo", get_or_head().to(redirect("/demo/")))
         .route("/demo/", page(POLICY, HTML, INDEX))
         .route("/demo.js", page(POLICY, JS, SCRIPT))
         .route("/demo.css", page(POLICY, CSS, STYLE));

@@ -312,6 +312,19 @@ async fn serves_the_demo_and_the_editor_same_origin_only() {
         assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
         assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
         assert!(r.text().await.unwrap().contains(needle), "{path}");
+        // HEAD: the same answer without its body.
+        let r = reqwest::Client::new()
+            .head(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "HEAD {path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            headers["content-type"],
+            "HEAD {path}"
+        );
+        assert!(r.bytes().await.unwrap().is_empty(), "HEAD {path}");
     }
     // `/` leads to the editor, `/editor` and `/demo` to their pages; the flow and token kept.
     let client = reqwest::Client::builder()
@@ -323,9 +336,15 @@ async fn serves_the_demo_and_the_editor_same_origin_only() {
         ("/editor", "/editor/"),
         ("/demo?flow=f", "/demo/?flow=f"),
     ] {
-        let r = client.get(format!("{base}{from}")).send().await.unwrap();
-        assert_eq!(r.status(), 307, "{from}");
-        assert_eq!(r.headers()["location"], to, "{from}");
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            let r = client
+                .request(method.clone(), format!("{base}{from}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 307, "{method} {from}");
+            assert_eq!(r.headers()["location"], to, "{method} {from}");
+        }
     }
 }
 
