@@ -3,8 +3,9 @@
 //!
 //! [`Decoder`] takes the bytes as they arrive, in chunks cut anywhere, and shows each event
 //! as borrowed slices of its own buffers: no allocation per event once its buffers have
-//! grown to the stream's largest event. An event larger than the decoder's bound is an
-//! error, not unbounded memory.
+//! grown to the stream's largest event. An event whose data is larger than the decoder's
+//! bound, or a line longer than the bound and its field's name, is an error, not unbounded
+//! memory — the same error however the bytes were cut.
 //!
 //! ```
 //! use flowsync_protocol::sse::Decoder;
@@ -33,7 +34,7 @@ pub struct Event<'a> {
     pub id: &'a str,
 }
 
-/// An event (or a line, while its event is incomplete) exceeded the decoder's bound.
+/// An event's data, or a line, exceeded the decoder's bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an event-stream event exceeds {limit} bytes")]
 pub struct TooLarge {
@@ -63,8 +64,12 @@ pub struct Decoder {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// What a line may hold beyond the bound: the field's name, its colon and a space.
+const FIELD: usize = "data: ".len();
+
 impl Decoder {
-    /// A decoder that refuses an event larger than `limit` bytes.
+    /// A decoder that refuses an event whose data is larger than `limit` bytes (its
+    /// `data` lines joined), or any line longer than `limit` and `data: `.
     pub fn new(limit: usize) -> Self {
         Self {
             buf: Vec::new(),
@@ -132,13 +137,17 @@ impl Decoder {
                 }
             }
             let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
-                if rest.len() + self.data.len() > self.limit {
+                // A line too long to be allowed once complete is refused already.
+                if rest.len() > self.limit + FIELD {
                     return Err(TooLarge { limit: self.limit });
                 }
                 return Ok(false);
             };
             self.after_cr = rest[end] == b'\r';
             let line = &rest[..end];
+            if line.len() > self.limit + FIELD {
+                return Err(TooLarge { limit: self.limit });
+            }
             self.read += end + 1;
             if line.is_empty() {
                 // A blank line ends the event; one without data is no event.
@@ -159,7 +168,8 @@ impl Decoder {
             };
             match name {
                 b"data" => {
-                    if self.data.len() + value.len() + 1 > self.limit {
+                    // What the event's data would be if this line were its last.
+                    if self.data.len() + value.len() > self.limit {
                         return Err(TooLarge { limit: self.limit });
                     }
                     self.data.extend_from_slice(value);
@@ -257,17 +267,41 @@ mod tests {
     }
 
     #[test]
-    fn an_event_past_the_bound_is_refused_whether_its_line_is_complete_or_not() {
-        let mut sse = Decoder::new(8);
-        sse.push(b"data: 12345678");
-        assert_eq!(sse.advance(), Err(TooLarge { limit: 8 }));
-        let mut sse = Decoder::new(8);
-        sse.push(b"data: 1234\ndata: 5678\n\n");
-        assert_eq!(sse.advance(), Err(TooLarge { limit: 8 }));
-        let mut sse = Decoder::new(8);
-        sse.push(b"data: 123456\n\n");
-        assert_eq!(sse.advance(), Ok(true));
-        assert_eq!(sse.event().map(|e| e.data), Some(&b"123456"[..]));
+    fn the_bound_is_the_same_however_the_bytes_are_cut() {
+        /// Whether `stream` decodes within a bound of 8, pushed in two parts cut at `cut`.
+        fn fits(stream: &[u8], cut: usize) -> Result<Vec<Vec<u8>>, TooLarge> {
+            let mut sse = Decoder::new(8);
+            let mut events = vec![];
+            for part in [&stream[..cut], &stream[cut..]] {
+                sse.push(part);
+                while sse.advance()? {
+                    events.push(sse.event().expect("an event").data.to_vec());
+                }
+            }
+            Ok(events)
+        }
+        let cases: [(&[u8], Result<Vec<Vec<u8>>, TooLarge>); 5] = [
+            (b"data: 12345678\n\n", Ok(vec![b"12345678".to_vec()])),
+            (
+                b"data: 1234\ndata: 567\n\n",
+                Ok(vec![b"1234\n567".to_vec()]),
+            ),
+            (b"data: 123456789\n\n", Err(TooLarge { limit: 8 })),
+            (b"data: 1234\ndata: 5678\n\n", Err(TooLarge { limit: 8 })),
+            // Lines other than data are bounded too (a comment, an id, a type).
+            (b": 1234567890123\ndata: 1\n\n", Err(TooLarge { limit: 8 })),
+        ];
+        for (stream, want) in cases {
+            for cut in 0..=stream.len() {
+                let got = fits(stream, cut);
+                assert_eq!(
+                    got,
+                    want,
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(stream)
+                );
+            }
+        }
     }
 
     #[test]
