@@ -268,8 +268,10 @@ mod tests {
 
     #[test]
     fn the_bound_is_the_same_however_the_bytes_are_cut() {
+        /// The events' data, or the refusal.
+        type Decoded = Result<Vec<Vec<u8>>, TooLarge>;
         /// Whether `stream` decodes within a bound of 8, pushed in two parts cut at `cut`.
-        fn fits(stream: &[u8], cut: usize) -> Result<Vec<Vec<u8>>, TooLarge> {
+        fn fits(stream: &[u8], cut: usize) -> Decoded {
             let mut sse = Decoder::new(8);
             let mut events = vec![];
             for part in [&stream[..cut], &stream[cut..]] {
@@ -280,7 +282,7 @@ mod tests {
             }
             Ok(events)
         }
-        let cases: [(&[u8], Result<Vec<Vec<u8>>, TooLarge>); 5] = [
+        let cases: [(&[u8], Decoded); 5] = [
             (b"data: 12345678\n\n", Ok(vec![b"12345678".to_vec()])),
             (
                 b"data: 1234\ndata: 567\n\n",
