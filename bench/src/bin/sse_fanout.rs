@@ -293,7 +293,8 @@ impl Publisher {
                     .error_for_status()?;
             }
             Self::Floor(frames) => {
-                // The one binary's `SYNC_CANVAS` frame for a `node.update` (427 bytes).
+                // The one binary's `SYNC_CANVAS` frame for a `node.update` (427 bytes; ~450
+                // with this one's stamps in `id` and `seq`).
                 let frame = format!(
                     "id: e-{n}\nevent: SYNC_CANVAS\ndata: {{\"seq\":{n},\"type\":\"SYNC_CANVAS\",\"data\":{{\"prev_version\":1,\"version\":2,\"client_id\":\"bench\",\"ops\":[{{\"op_id\":\"b1-1\",\"type\":\"node.update\",\"version\":2,\"changes\":[{{\"kind\":\"node.upsert\",\"node\":{{\"id\":\"n\",\"type\":\"note\",\"position\":{{\"x\":0.0,\"y\":0.0}},\"data\":{{\"t\":\"{stamp}\"}},\"version\":2}}}}]}}]}},\"flow_id\":\"{flow}\",\"ts\":\"2026-12-07T10:23:29.650335863Z\",\"actor\":{{\"id\":\"local\",\"kind\":\"user\",\"name\":\"local\"}}}}\n\n",
                     n = flowsync_bench::now_ns()
