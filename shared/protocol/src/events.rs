@@ -61,22 +61,40 @@ enum EventField {
     Other,
 }
 
+/// Reads a string (borrowed or not, never copied) as `parse` makes of it.
+fn parse_str<'de, D, T, E>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    E: fmt::Display,
+{
+    struct Str<T, E> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, E>,
+    }
+    impl<T, E: fmt::Display> serde::de::Visitor<'_> for Str<T, E> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<Er: serde::de::Error>(self, s: &str) -> Result<T, Er> {
+            (self.parse)(s).map_err(Er::custom)
+        }
+    }
+    d.deserialize_str(Str { expecting, parse })
+}
+
 /// An event's `type`, read without allocating.
 struct TypeName(EventType);
 
 impl<'de> Deserialize<'de> for TypeName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl serde::de::Visitor<'_> for Name {
-            type Value = TypeName;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an event type")
-            }
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<TypeName, E> {
-                EventType::from_str(name).map(TypeName).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Name)
+        parse_str(d, "an event type", |name| {
+            EventType::from_str(name).map(TypeName)
+        })
     }
 }
 
@@ -87,20 +105,10 @@ struct Timestamp(DateTime<Utc>);
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = Timestamp;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an RFC 3339 timestamp")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
-                match utc_z(s) {
-                    Some(ts) => Ok(Timestamp(ts)),
-                    None => s.parse().map(Timestamp).map_err(E::custom),
-                }
-            }
-        }
-        d.deserialize_str(Text)
+        parse_str(d, "an RFC 3339 timestamp", |s| match utc_z(s) {
+            Some(ts) => Ok(Timestamp(ts)),
+            None => s.parse().map(Timestamp),
+        })
     }
 }
 

@@ -73,8 +73,9 @@ const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
 /// rewrote it, and fsyncs the database: with many flows written at once a commit dirties
 /// a few index pages per flow, so 1,000 pages meant a checkpoint every few dozen commits,
 /// and the writer spent more time copying pages than committing (100 flows, paired runs:
-/// 16.0–17.5k ops/s at 1,000 pages, 21.3–24.4k at 10,000; BENCHMARKS.md "Ops"). The log file grows to
-/// about 40 MiB (4 KiB pages) and is reused from its start after each checkpoint.
+/// 16.0–17.5k ops/s at 1,000 pages, 21.3–24.4k at 10,000; BENCHMARKS.md "Ops"). The log
+/// file grows to about 40 MiB (4 KiB pages) and is reused from its start after each
+/// checkpoint.
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
 /// The SQLite backend.
